@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Debian packages the embedded stack needs: a JDK 17 (runs OpenSearch 2.19 and compiles the
+# analysis plugin), Redis, curl and zip. Idempotent: installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v java >/dev/null && command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v curl >/dev/null || need+=(curl)
+command -v zip >/dev/null || need+=(zip)
+command -v runuser >/dev/null || need+=(util-linux)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing system packages: ${need[*]}; install them (sudo apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "installing system packages: ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts redis-server as a system service on install; the stack runs its own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl stop redis-server || true
+fi

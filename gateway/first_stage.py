@@ -1,0 +1,45 @@
+"""The lexical first stage: BM25 over caption + body of the statute index.
+
+Query text is only ever used as text to match (a ``match`` query), never as query syntax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import NotFoundError
+
+from indexer.templates import CONTENT_FIELD
+from lexrerank.errors import LexrerankError
+
+SOURCE_FIELDS = ["doc_id", "law_id", "article_id", "caption", "text", "sentences", "headings"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    doc_id: str
+    score: float
+    source: dict[str, Any]
+
+
+def bm25_body(query_text: str, size: int) -> dict[str, Any]:
+    """The OpenSearch request body of a first-stage BM25 search."""
+    return {
+        "size": size,
+        "query": {"match": {CONTENT_FIELD: {"query": query_text}}},
+        "_source": SOURCE_FIELDS,
+    }
+
+
+def search_bm25(client: OpenSearch, index: str, query_text: str, size: int = 100) -> list[Hit]:
+    """Top ``size`` BM25 hits for ``query_text``, best first."""
+    if not query_text.strip():
+        raise LexrerankError("the query is empty: give some text to search for")
+    try:
+        resp = client.search(index=index, body=bm25_body(query_text, size))
+    except NotFoundError as exc:
+        raise LexrerankError(f"index {index!r} does not exist: create it with "
+                             f"`lexrerank index --corpus PATH --index {index}`") from exc
+    return [Hit(h["_id"], float(h["_score"]), h["_source"]) for h in resp["hits"]["hits"]]

@@ -1,0 +1,3 @@
+from lexrerank.cli import main
+
+main()

@@ -1,0 +1,312 @@
+"""The embedded default stack: OpenSearch from Maven Central and Debian's Redis, on loopback.
+
+Everything is installed into a cache outside the repository (``LEXRERANK_CACHE``, default
+``~/.cache/lexrerank``) so a clean clone reuses it. Services whose URL is set in the
+environment (``OPENSEARCH_URL``, ``REDIS_URL``) are external: they are never started here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lexrerank.config import OPENSEARCH_VERSION, Settings, get_settings
+from lexrerank.errors import LexrerankError
+
+MAVEN = "https://repo1.maven.org/maven2"
+OPENSEARCH_ZIP = (
+    f"{MAVEN}/org/opensearch/distribution/integ-test-zip/opensearch/{OPENSEARCH_VERSION}/"
+    f"opensearch-{OPENSEARCH_VERSION}.zip"
+)
+# The integ-test distribution ships only transport-netty4; English stemming, stop words and
+# the CJK analyzers live in the analysis-common module, published on Maven Central as a jar.
+ANALYSIS_COMMON_JAR = (
+    f"{MAVEN}/org/opensearch/plugin/analysis-common/{OPENSEARCH_VERSION}/"
+    f"analysis-common-{OPENSEARCH_VERSION}.jar"
+)
+INTL_PLUGIN = "lexrerank-analysis-intl"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INTL_PLUGIN_BUILD = REPO_ROOT / "deploy" / "opensearch-plugins" / "analysis-intl" / "build.sh"
+SERVICE_USER = "opensearch"
+READY_TIMEOUT_S = 180
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    url: str
+    running: bool
+    managed: bool  # started and owned by this machine's `lexrerank up`
+    detail: str
+
+
+# ---------------------------------------------------------------------------- downloads
+
+
+def _download(url: str, dest: Path) -> Path:
+    """Download ``url`` to ``dest`` (atomically), verified against Maven Central's .sha1."""
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url + ".sha1", timeout=60) as resp:
+        expected = resp.read().decode().split()[0].strip()
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    sha1 = hashlib.sha1()
+    with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr) as bar:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                sha1.update(chunk)
+                bar.update(len(chunk))
+    if sha1.hexdigest() != expected:
+        tmp.unlink(missing_ok=True)
+        raise LexrerankError(f"checksum mismatch for {url}: the download is corrupt; run again")
+    tmp.rename(dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------- OpenSearch
+
+
+def opensearch_home(settings: Settings) -> Path:
+    return settings.cache_dir / f"opensearch-{OPENSEARCH_VERSION}"
+
+
+def _java_home() -> str:
+    if os.environ.get("OPENSEARCH_JAVA_HOME"):
+        return os.environ["OPENSEARCH_JAVA_HOME"]
+    java = shutil.which("java")
+    if not java:
+        raise LexrerankError("no Java runtime found: run `make setup` (installs openjdk-17)")
+    return str(Path(os.path.realpath(java)).parents[1])
+
+
+def _run_as_service_user() -> list[str]:
+    """OpenSearch refuses to run as root: as root, run it as a dedicated system user."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             SERVICE_USER],
+            check=True,
+        )
+    return ["runuser", "-u", SERVICE_USER, "--"]
+
+
+def install_opensearch(settings: Settings) -> Path:
+    """Download and unpack OpenSearch plus its analysis modules; idempotent."""
+    home = opensearch_home(settings)
+    marker = home / ".lexrerank-installed"
+    if marker.exists():
+        return home
+    downloads = settings.cache_dir / "downloads"
+    archive = _download(OPENSEARCH_ZIP, downloads / Path(OPENSEARCH_ZIP).name)
+    common = _download(ANALYSIS_COMMON_JAR, downloads / Path(ANALYSIS_COMMON_JAR).name)
+    staging = settings.cache_dir / f".staging-opensearch-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(staging)
+    unpacked = staging / f"opensearch-{OPENSEARCH_VERSION}"
+    for script in (unpacked / "bin").iterdir():
+        script.chmod(0o755)
+    module = unpacked / "modules" / "analysis-common"
+    module.mkdir(parents=True)
+    shutil.copy(common, module)
+    (module / "plugin-descriptor.properties").write_text(
+        "description=Adds the common analyzers, tokenizers and filters to OpenSearch.\n"
+        f"version={OPENSEARCH_VERSION}\nname=analysis-common\n"
+        "classname=org.opensearch.analysis.common.CommonAnalysisPlugin\n"
+        f"java.version=11\nopensearch.version={OPENSEARCH_VERSION}\n"
+        "extended.plugins=\nhas.native.controller=false\n"
+    )
+    _install_intl_plugin(settings, unpacked)
+    # Only a complete install is moved into place, so a killed `up` never leaves half of one.
+    shutil.rmtree(home, ignore_errors=True)
+    unpacked.rename(home)
+    shutil.rmtree(staging)
+    marker.write_text(OPENSEARCH_VERSION + "\n")
+    return home
+
+
+def _install_intl_plugin(settings: Settings, home: Path) -> None:
+    """ICU (Vietnamese) and kuromoji (Japanese) analysis: built from Lucene's Maven jars."""
+    if not INTL_PLUGIN_BUILD.exists():
+        return
+    plugin_zip = settings.cache_dir / "downloads" / f"{INTL_PLUGIN}-{OPENSEARCH_VERSION}.zip"
+    env = {**os.environ, "LEXRERANK_CACHE": str(settings.cache_dir)}
+    subprocess.run(["bash", str(INTL_PLUGIN_BUILD), str(home), str(plugin_zip)], check=True,
+                   env=env)
+    subprocess.run(
+        [str(home / "bin" / "opensearch-plugin"), "install", "--batch", f"file://{plugin_zip}"],
+        check=True,
+        env={**env, "OPENSEARCH_JAVA_HOME": _java_home()},
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def _wait(check: Callable[[], bool], what: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise LexrerankError(f"{what} did not become ready within {timeout:.0f}s; see {log}")
+
+
+def _opensearch_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_cluster/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start_opensearch(settings: Settings) -> str:
+    if _opensearch_ready(settings.opensearch_url):
+        return "already running"
+    home = install_opensearch(settings)
+    run = settings.cache_dir / "run"
+    data, logs = settings.cache_dir / "opensearch-data", settings.cache_dir / "opensearch-logs"
+    for path in (run, data, logs):
+        path.mkdir(parents=True, exist_ok=True)
+    prefix = _run_as_service_user()
+    if prefix:
+        for path in (home, data, logs):
+            subprocess.run(["chown", "-R", SERVICE_USER, str(path)], check=True)
+    env = {
+        **os.environ,
+        "OPENSEARCH_JAVA_HOME": _java_home(),
+        "OPENSEARCH_JAVA_OPTS": f"-Xms{settings.opensearch_heap} -Xmx{settings.opensearch_heap}",
+    }
+    cmd = [
+        *prefix, str(home / "bin" / "opensearch"),
+        "-Ediscovery.type=single-node", "-Enetwork.host=127.0.0.1", "-Ehttp.port=9200",
+        f"-Epath.data={data}", f"-Epath.logs={logs}",
+        # A shared dev box's disk is often >90% full; watermarks would block writes.
+        "-Ecluster.routing.allocation.disk.threshold_enabled=false",
+    ]
+    console = logs / "console.log"
+    with open(console, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    (run / "opensearch.pid").write_text(str(proc.pid))
+    _wait(lambda: _opensearch_ready(settings.opensearch_url) or proc.poll() is not None,
+          "OpenSearch", console, READY_TIMEOUT_S)
+    if proc.poll() is not None:
+        raise LexrerankError(f"OpenSearch exited with code {proc.returncode}; see {console}")
+    return f"started (pid {proc.pid}, heap {settings.opensearch_heap})"
+
+
+# ---------------------------------------------------------------------------- Redis
+
+
+def _redis_ready(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def start_redis(settings: Settings) -> str:
+    if _redis_ready(settings.redis_url):
+        return "already running"
+    server = shutil.which("redis-server")
+    if not server:
+        raise LexrerankError("redis-server is not installed: run `make setup` "
+                             "(apt-get install redis-server), or set REDIS_URL")
+    run = settings.cache_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    log = run / "redis.log"
+    subprocess.run(
+        [server, "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no",
+         "--daemonize", "yes", "--pidfile", str(run / "redis.pid"), "--logfile", str(log),
+         "--dir", str(run)],
+        check=True,
+    )
+    _wait(lambda: _redis_ready(settings.redis_url), "Redis", log, 30)
+    return "started"
+
+
+# ---------------------------------------------------------------------------- stack
+
+
+def _stop(pid_file: Path, name: str, timeout: float = 60) -> str:
+    pid = _pid_alive(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return "not running (nothing to stop)"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid_file):
+        time.sleep(0.5)
+    if _pid_alive(pid_file):
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return f"stopped (pid {pid})"
+
+
+def up(settings: Settings | None = None) -> dict[str, str]:
+    """Start what is local and not yet running; wait until each answers."""
+    settings = settings or get_settings()
+    result = {}
+    result["opensearch"] = (start_opensearch(settings) if settings.opensearch_is_local
+                            else f"external ({settings.opensearch_url}), not started")
+    result["redis"] = (start_redis(settings) if settings.redis_is_local
+                       else f"external ({settings.redis_url}), not started")
+    return result
+
+
+def down(settings: Settings | None = None) -> dict[str, str]:
+    """Stop the services that `up` started on this machine."""
+    settings = settings or get_settings()
+    run = settings.cache_dir / "run"
+    return {
+        "opensearch": _stop(run / "opensearch.pid", "OpenSearch"),
+        "redis": _stop(run / "redis.pid", "Redis", timeout=10),
+    }
+
+
+def status(settings: Settings | None = None) -> list[ServiceStatus]:
+    settings = settings or get_settings()
+    run = settings.cache_dir / "run"
+    home = opensearch_home(settings)
+    os_detail = "running" if _opensearch_ready(settings.opensearch_url) else "not reachable"
+    if settings.opensearch_is_local and not (home / ".lexrerank-installed").exists():
+        os_detail += f"; not installed in {home} (run `lexrerank up`)"
+    redis_detail = "running" if _redis_ready(settings.redis_url) else "not reachable"
+    if settings.redis_is_local and not shutil.which("redis-server"):
+        redis_detail += "; redis-server missing (run `make setup`)"
+    return [
+        ServiceStatus("opensearch", settings.opensearch_url, os_detail == "running",
+                      _pid_alive(run / "opensearch.pid") is not None, os_detail),
+        ServiceStatus("redis", settings.redis_url, redis_detail == "running",
+                      _pid_alive(run / "redis.pid") is not None, redis_detail),
+    ]

@@ -1,0 +1,139 @@
+"""Index into the real OpenSearch and search it, through the command line a user runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from opensearchpy import OpenSearch
+
+from reranker.datasets import read_queries
+from reranker.metrics import precision_recall_f2
+from tests.integration.conftest import data_dir, run_cli
+
+
+def test_coliee_index_holds_every_live_article(client: OpenSearch, coliee_index: str) -> None:
+    assert client.count(index=coliee_index)["count"] == 768
+    doc = client.get(index=coliee_index, id="3-2")["_source"]
+    assert doc["text"].startswith("If the person making a juridical act")
+    assert doc["headings"]["section"] == "Section 2 Mental Capacity"
+    assert not client.exists(index=coliee_index, id="208")  # "Article 208  Deleted"
+
+
+def test_reindexing_is_idempotent(client: OpenSearch, coliee_index: str,
+                                  coliee_code: Path) -> None:
+    proc = run_cli("index", "--corpus", str(coliee_code), "--index", coliee_index)
+    assert proc.returncode == 0, proc.stderr
+    assert "updated index" in proc.stdout
+    assert client.count(index=coliee_index)["count"] == 768
+
+
+def test_english_analysis_stems_and_finds_the_article(coliee_index: str) -> None:
+    proc = run_cli("search", "minors who obtained their representative's consents",
+                   "--index", coliee_index, "--k", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    hits = json.loads(proc.stdout)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert "5" in [h["doc_id"] for h in hits]
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+
+def test_malformed_corpus_names_file_and_line_and_leaves_index_untouched(
+        client: OpenSearch, coliee_index: str, tmp_path: Path) -> None:
+    bad = tmp_path / "amendments.jsonl"
+    bad.write_text('{"id": "900", "text": "A new article."}\n{"id": "901", "text": \n')
+    before = client.count(index=coliee_index)["count"]
+    proc = run_cli("index", "--corpus", str(bad), "--index", coliee_index)
+    assert proc.returncode == 2
+    assert f"{bad}:2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    client.indices.refresh(index=coliee_index)
+    assert client.count(index=coliee_index)["count"] == before
+    assert not client.exists(index=coliee_index, id="900")
+
+
+def test_eval_json_matches_its_own_run_file(coliee_index: str, tmp_path: Path) -> None:
+    queries = data_dir() / "coliee" / "train" / "riteval_R04_en.xml"
+    run_file = tmp_path / "bm25.run"
+    proc = run_cli("eval", "--queries", str(queries), "--index", coliee_index,
+                   "--reranker", "none", "--json", "--run-file", str(run_file))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for key in ("queries", "f2", "precision", "recall", "mrr", "recall@1", "recall@5",
+                "recall@10", "recall@100", "reranker", "model_version", "latency_ms"):
+        assert key in report
+    gold = {q.qid: q.gold for q in read_queries([queries])}
+    assert report["queries"] == len(gold)
+    # Recompute macro F2 independently from the run file the command wrote.
+    returned: dict[str, list[str]] = {qid: [] for qid in gold}
+    for line in run_file.read_text().splitlines():
+        qid, q0, doc, rank, _score, tag = line.split()
+        assert q0 == "Q0" and tag == "lexrerank-none"
+        assert int(rank) == len(returned[qid]) + 1
+        returned[qid].append(doc)
+    f2 = sum(precision_recall_f2(returned[q], gold[q])[2] for q in gold) / len(gold)
+    assert report["f2"] == pytest.approx(f2, abs=1e-9)
+    assert 0 < report["recall@5"] <= report["recall@10"] <= report["recall@100"] <= 1
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p95"]
+
+
+def test_stopped_opensearch_gives_one_line_error() -> None:
+    proc = run_cli("search", "consent of a minor",
+                   env={"OPENSEARCH_URL": "http://127.0.0.1:9", "LEXRERANK_CACHE": "/tmp"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "not reachable" in lines[0] and "127.0.0.1:9" in lines[0]
+
+
+def test_missing_index_says_how_to_create_it() -> None:
+    proc = run_cli("search", "consent", "--index", "no-such-index-here")
+    assert proc.returncode == 2
+    assert "lexrerank index" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_vietnamese_alqac_index_and_eval(client: OpenSearch, tmp_path: Path) -> None:
+    laws = data_dir() / "alqac2023" / "law.json"
+    if not laws.exists():
+        pytest.skip(f"ALQAC data not found at {laws}")
+    name = "test-alqac"
+    client.indices.delete(index=name, ignore_unavailable=True)
+    proc = run_cli("index", "--corpus", str(laws), "--index", name)
+    assert proc.returncode == 0, proc.stderr
+    assert client.count(index=name)["count"] == 2131
+    tokens = client.indices.analyze(index=name, body={"field": "text",
+                                                      "text": "Người sử dụng đất"})
+    assert [t["token"] for t in tokens["tokens"]] == ["người", "sử", "dụng", "đất"]
+    proc = run_cli("eval", "--queries", str(data_dir() / "alqac2023" / "train.json"),
+                   "--index", name, "--json", "--cutoff", "top_k:1")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["queries"] == 100
+    # With one article returned per query, P, R and recall@1 coincide when each query has
+    # exactly one gold article: a consistency check of the metric code on real output.
+    golds = read_queries([data_dir() / "alqac2023" / "train.json"])
+    if all(len(q.gold) == 1 for q in golds):
+        assert report["precision"] == pytest.approx(report["recall@1"])
+        assert report["recall"] == pytest.approx(report["recall@1"])
+
+
+def test_japanese_analysis_with_kuromoji(client: OpenSearch, tmp_path: Path) -> None:
+    corpus = tmp_path / "ja.jsonl"
+    records = [
+        {"id": "ja-1", "language": "ja", "caption": "契約の解除",
+         "text": "当事者の一方がその債務を履行しないときは、相手方は契約を解除することができる。"},
+        {"id": "ja-2", "language": "ja", "caption": "賃貸借",
+         "text": "賃借人は、賃貸人の承諾を得なければ、その賃借権を譲り渡すことができない。"},
+    ]
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                      encoding="utf-8")
+    name = "test-ja"
+    client.indices.delete(index=name, ignore_unavailable=True)
+    proc = run_cli("index", "--corpus", str(corpus), "--index", name, "--language", "ja")
+    assert proc.returncode == 0, proc.stderr
+    tokens = client.indices.analyze(index=name, body={"field": "text", "text": "契約を解除した"})
+    assert [t["token"] for t in tokens["tokens"]] == ["契約", "解除"]
+    proc = run_cli("search", "契約を解除できるか", "--index", name, "--k", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["doc_id"] == "ja-1"
