@@ -26,6 +26,9 @@ out = Console()
 BM25_CUTOFF = "ratio:0.84:5"
 
 IndexOpt = Annotated[str | None, typer.Option("--index", help="Index name (default: statutes).")]
+RerankerOpt = Annotated[str, typer.Option(
+    help="none, paraformer, attentive-cnn, or a checkpoint directory.")]
+WindowOpt = Annotated[int, typer.Option(min=1, max=1000, help="Rerank window.")]
 
 
 def _fail(message: str) -> None:
@@ -109,39 +112,54 @@ def index(
 def search(
     query: Annotated[str, typer.Argument(help="Query text (used as text, never as syntax).")],
     index_name: IndexOpt = None,
-    reranker: Annotated[str, typer.Option(help="none (more arrive with the rerankers)")]
-    = "none",
+    reranker: RerankerOpt = "none",
+    window: WindowOpt = 100,
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Hits to show.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Search the statute index."""
+    """Search the statute index, optionally reranking the top WINDOW hits."""
     from gateway.first_stage import search_bm25
     from lexrerank.opensearch_client import opensearch_client
 
-    if reranker != "none":
-        raise LexrerankError(f"unknown reranker {reranker!r}; available: none")
     settings = get_settings()
-    hits = search_bm25(opensearch_client(settings), index_name or settings.index, query, size=k)
+    name = index_name or settings.index
+    client = opensearch_client(settings)
+    hits = search_bm25(client, name, query, size=max(k, window if reranker != "none" else k))
+    rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "caption": h.source.get("caption"),
+             "text": h.source.get("text")} for i, h in enumerate(hits, start=1)]
+    if reranker != "none":
+        from worker.rerank_service import RerankService
+
+        service = RerankService.load(client, name, reranker)
+        by_id = {r["doc_id"]: r for r in rows}
+        result = service.rerank(query, [(h.doc_id, h.score) for h in hits[:window]])
+        reranked = [{**by_id[h.doc_id], "rank": i, "score": h.score,
+                     "first_stage_rank": h.first_stage_rank, "model_score": h.model_score,
+                     "evidence": h.evidence} for i, h in enumerate(result.hits, start=1)]
+        rows = reranked + [{**r, "rank": len(reranked) + j}
+                           for j, r in enumerate(rows[window:], start=1)]
+    rows = rows[:k]
     if as_json:
-        print(json.dumps([{"rank": i, "doc_id": h.doc_id, "score": h.score,
-                           "caption": h.source.get("caption"), "text": h.source.get("text")}
-                          for i, h in enumerate(hits, start=1)], ensure_ascii=False))
+        print(json.dumps(rows, ensure_ascii=False))
         return
-    for i, h in enumerate(hits, start=1):
-        caption = f" {h.source['caption']}" if h.source.get("caption") else ""
-        out.print(f"[bold]{i:>3}. {h.doc_id}[/]{caption}  [dim]{h.score:.3f}[/]")
-        out.print(f"     {h.source.get('text', '')[:200]}", highlight=False)
+    for row in rows:
+        caption = f" {row['caption']}" if row.get("caption") else ""
+        moved = (f"  [dim](BM25 #{row['first_stage_rank']})[/]"
+                 if "first_stage_rank" in row else "")
+        out.print(f"[bold]{row['rank']:>3}. {row['doc_id']}[/]{caption}  "
+                  f"[dim]{row['score']:.3f}[/]{moved}")
+        out.print(f"     {(row.get('text') or '')[:200]}", highlight=False)
 
 
 @app.command("eval")
 def evaluate(
     queries: Annotated[list[Path], typer.Option(help="COLIEE XML or ALQAC JSON; repeatable.")],
     index_name: IndexOpt = None,
-    reranker: Annotated[str, typer.Option(help="none")] = "none",
-    window: Annotated[int, typer.Option(min=1, max=1000, help="Rerank window.")] = 100,
+    reranker: RerankerOpt = "none",
+    window: WindowOpt = 100,
     cutoff: Annotated[str | None, typer.Option(
         help="Articles returned per query: top_k:N, ratio:V[:MAX] or margin:V[:MAX] "
-             f"(default for BM25: {BM25_CUTOFF}).")] = None,
+             f"(default: the model's tuned one; for BM25 {BM25_CUTOFF}).")] = None,
     tune_cutoff: Annotated[bool, typer.Option(
         help="Choose the cut-off that maximises F2 on these queries (dev data only).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -154,25 +172,36 @@ def evaluate(
     from reranker.cutoff import tune_cutoff as choose_cutoff
     from reranker.datasets import read_queries
 
-    if reranker != "none":
-        raise LexrerankError(f"unknown reranker {reranker!r}; available: none")
     settings = get_settings()
+    name = index_name or settings.index
     query_set = read_queries(queries)
     client = opensearch_client(settings)
-    results = run_queries(client, index_name or settings.index, query_set, window=window,
+    rerank_fn, model_version, default_cutoff = None, None, CutoffPolicy.parse(BM25_CUTOFF)
+    if reranker != "none":
+        from worker.rerank_service import RerankService
+
+        service = RerankService.load(client, name, reranker, show_progress=not as_json)
+        model_version, default_cutoff = service.model_version, service.cutoff
+
+        def rerank_fn(text: str, hits: list) -> list[tuple[str, float]]:
+            result = service.rerank(text, [(h.doc_id, h.score) for h in hits])
+            return [(h.doc_id, h.score) for h in result.hits]
+
+    results = run_queries(client, name, query_set, rerank=rerank_fn, window=window,
                           show_progress=not as_json and sys.stderr.isatty())
     if tune_cutoff:
         rankings = [([d for d, _ in r.ranking], [s for _, s in r.ranking]) for r in results]
         by_qid = {q.qid: q.gold for q in query_set}
-        policy, _ = choose_cutoff(rankings, [by_qid[r.qid] for r in results], kind="ratio")
+        policy, _ = choose_cutoff(rankings, [by_qid[r.qid] for r in results],
+                                  kind="ratio" if reranker == "none" else "margin")
     else:
         try:
-            policy = CutoffPolicy.parse(cutoff or BM25_CUTOFF)
+            policy = CutoffPolicy.parse(cutoff) if cutoff else default_cutoff
         except ValueError as exc:
             raise LexrerankError(str(exc)) from exc
     metrics = score_results(results, query_set, policy)
-    report = {**metrics, "reranker": reranker, "model_version": None,
-              "index": index_name or settings.index}
+    report = {**metrics, "reranker": reranker, "model_version": model_version, "index": name,
+              "window": window}
     if run_file:
         write_run_file(run_file, results, policy, tag=f"lexrerank-{reranker}")
     if as_json:
@@ -186,6 +215,67 @@ def evaluate(
     table.add_row("latency p50/p95 ms",
                   f"{report['latency_ms']['p50']:.1f} / {report['latency_ms']['p95']:.1f}")
     out.print(table)
+
+
+@app.command()
+def embed(
+    index_name: IndexOpt = None,
+    model: Annotated[str, typer.Option(help="paraformer, attentive-cnn or a checkpoint "
+                                            "directory.")] = "paraformer",
+) -> None:
+    """Compute a model's article-side vectors and store them with the index (resumable)."""
+    from indexer.article_vectors import embed_index
+    from lexrerank.opensearch_client import opensearch_client
+    from reranker.checkpoint import load_reranker
+    from reranker.registry import checkpoint_path
+
+    settings = get_settings()
+    loaded = load_reranker(checkpoint_path(model))
+    report = embed_index(opensearch_client(settings), index_name or settings.index, loaded)
+    out.print(f"{report.index}: vectors of {loaded.kind} {report.model_version} for "
+              f"{report.total} articles ({report.computed} computed, {report.skipped} already "
+              f"there) in {report.seconds:.1f}s")
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="paraformer | attentive-cnn")],
+    queries: Annotated[list[Path], typer.Option(help="Training queries; repeatable.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
+    dev: Annotated[list[Path] | None, typer.Option(
+        help="Dev queries (early stopping, fusion and cut-off tuning); repeatable.")] = None,
+    settings_from: Annotated[Path | None, typer.Option(
+        help="Reuse fusion and cut-off tuned in this checkpoint (when training on all data).")]
+    = None,
+    index_name: IndexOpt = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    negatives: Annotated[int, typer.Option(min=1, help="Negatives per query.")] = 15,
+    loss: Annotated[str, typer.Option(help="listwise | pairwise")] = "listwise",
+    seed: Annotated[int, typer.Option()] = 13,
+    patience: Annotated[int, typer.Option(min=1)] = 3,
+    finetune_encoder: Annotated[bool, typer.Option(
+        help="Paraformer: fine-tune the sentence encoder too (for a GPU).")] = False,
+    encoder: Annotated[str | None, typer.Option(
+        help="SentenceTransformer directory (default: all-MiniLM-L6-v2).")] = None,
+) -> None:
+    """Train a reranker on query sets with hard negatives from the BM25 index."""
+    from lexrerank.opensearch_client import opensearch_client
+    from lexrerank.training_job import TrainOptions
+    from lexrerank.training_job import train as run_training
+    from reranker.datasets import read_queries
+
+    settings = get_settings()
+    options = TrainOptions(model=model, epochs=epochs, lr=lr, batch_size=batch_size,
+                           negatives=negatives, loss=loss, seed=seed, patience=patience,
+                           finetune_encoder=finetune_encoder, encoder=encoder)
+    dev_files = list(dev or [])
+    summary = run_training(opensearch_client(settings), index_name or settings.index, options,
+                           queries, read_queries(queries), dev_files,
+                           read_queries(dev_files) if dev_files else [], out_dir,
+                           settings_from=settings_from)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,94 @@
+"""Compute the article-side vectors of a model and store them durably with the index.
+
+Each document gets ``vectors.<model_version>`` (see :mod:`reranker.article_side`), and the
+index's mapping ``_meta`` records which model versions it holds vectors for. The job is
+resumable: documents that already carry this version are skipped, so a killed run continues
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from opensearchpy import OpenSearch
+from opensearchpy.helpers import scan, streaming_bulk
+from tqdm import tqdm
+
+from lexrerank.errors import LexrerankError
+from reranker.article_side import Reranker, precompute_articles
+
+
+@dataclass
+class EmbedReport:
+    index: str
+    model_version: str
+    total: int
+    computed: int
+    skipped: int
+    seconds: float
+
+
+def index_meta(client: OpenSearch, index: str) -> dict[str, Any]:
+    """The ``_meta.lexrerank`` section of an index's mapping (resolving an alias)."""
+    mapping = client.indices.get_mapping(index=index)
+    if len(mapping) != 1:
+        raise LexrerankError(f"{index!r} resolves to {len(mapping)} indexes; name one index")
+    (body,) = mapping.values()
+    return body["mappings"].get("_meta", {}).get("lexrerank", {})
+
+
+def record_model_version(client: OpenSearch, index: str, model: Reranker, count: int) -> None:
+    """Note in the index metadata that every document holds vectors of ``model``."""
+    meta = index_meta(client, index)
+    versions = dict(meta.get("model_versions", {}))
+    versions[model.model_version] = {
+        "kind": model.kind,
+        "encoder": getattr(model, "encoder_name", None),
+        "documents": count,
+        "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    client.indices.put_mapping(index=index, body={
+        "_meta": {"lexrerank": {**meta, "model_versions": versions}}})
+
+
+def _pending(client: OpenSearch, index: str, version: str) -> Iterator[tuple[str, list[str]]]:
+    for doc in scan(client, index=index, query={"query": {"match_all": {}}},
+                    _source=["sentences", f"vectors.{version}.model_version"], size=500):
+        src = doc["_source"]
+        if src.get("vectors", {}).get(version) is None:
+            yield doc["_id"], src.get("sentences") or []
+
+
+def embed_index(client: OpenSearch, index: str, model: Reranker, batch_size: int = 128,
+                show_progress: bool = True) -> EmbedReport:
+    """Compute and store ``model``'s article-side vectors for every document lacking them."""
+    start = time.monotonic()
+    version = model.model_version
+    total = client.count(index=index)["count"]
+    pending = list(_pending(client, index, version))
+    empty = [doc_id for doc_id, sentences in pending if not sentences]
+    if empty:
+        raise LexrerankError(f"{len(empty)} documents in {index!r} have no sentences "
+                             f"(e.g. {empty[0]!r}); re-index them")
+    with tqdm(total=len(pending), unit="doc", desc=f"embedding {index} ({model.kind})",
+              file=sys.stderr, disable=not show_progress) as bar:
+        for i in range(0, len(pending), batch_size):
+            chunk = pending[i:i + batch_size]
+            records = precompute_articles(model, [s for _, s in chunk], batch_size=64)
+            actions = ({"_op_type": "update", "_index": index, "_id": doc_id,
+                        "doc": {"vectors": {version: record}}}
+                       for (doc_id, _), record in zip(chunk, records, strict=True))
+            for ok, item in streaming_bulk(client, actions, max_retries=5, initial_backoff=1,
+                                           raise_on_error=False):
+                if not ok:
+                    raise LexrerankError(f"storing vectors failed: {item}")
+            bar.update(len(chunk))
+    client.indices.refresh(index=index)
+    record_model_version(client, index, model, total)
+    return EmbedReport(index, version, total, len(pending), total - len(pending),
+                       time.monotonic() - start)

@@ -1,0 +1,306 @@
+"""Checkpoints: ``model.safetensors`` + ``config.json`` (+ ``vocab.json``), written atomically.
+
+A checkpoint directory holds:
+
+- ``model.safetensors``: the trained weights (Paraformer: the head only; Attentive CNN: the
+  whole tower). No pickle anywhere.
+- ``config.json``: ``kind``, ``format_version``, ``encoder`` (name or path),
+  ``encoder_fingerprint``, ``model`` (architecture), ``model_version``, ``weights_sha256``
+  and the free-form sections ``fusion``, ``cutoff``, ``training``, ``metrics`` that other
+  code fills.
+- ``vocab.json`` (Attentive CNN): the word vocabulary.
+- ``encoder/`` (Paraformer with a fine-tuned encoder only): the SentenceTransformer.
+
+Saving writes everything into a temporary sibling directory and renames it into place, so a
+reader sees the old checkpoint or the new one, never a mix; a failed save leaves nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lexrerank.errors import LexrerankError
+from reranker.attentive_cnn import AttentiveCNN, AttentiveCNNReranker, WordVocab
+from reranker.encoder import encoder_fingerprint, load_encoder, resolve_encoder_path
+from reranker.paraformer import Paraformer, ParaformerHead
+
+__all__ = ["CONFIG_FILE", "KINDS", "WEIGHTS_FILE", "load_reranker", "save_checkpoint"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+VOCAB_FILE = "vocab.json"
+ENCODER_DIR = "encoder"
+FORMAT_VERSION = 1
+KINDS = ("paraformer", "attentive-cnn")
+FREE_SECTIONS = ("fusion", "cutoff", "training", "metrics")
+
+Reranker = Paraformer | AttentiveCNNReranker
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make the renames durable; not all platforms allow opening a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _state_for(model: Reranker) -> dict[str, torch.Tensor]:
+    module = model.head if isinstance(model, Paraformer) else model.model
+    # Contiguous CPU copies: safetensors refuses shared or strided storage.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(
+    out_dir: str | os.PathLike, model: Reranker, config: dict | None = None
+) -> Path:
+    """Write ``model`` and ``config`` as a checkpoint directory, atomically.
+
+    Args:
+        out_dir: the checkpoint directory. An existing checkpoint there is replaced; any other
+            non-empty directory is refused (so a typo cannot delete unrelated files).
+        model: a :class:`Paraformer` or :class:`AttentiveCNNReranker`.
+        config: extra JSON-serialisable keys, typically the sections ``fusion``, ``cutoff``,
+            ``training``, ``metrics``. Keys this function computes (``kind``,
+            ``model_version``, ...) take precedence.
+    Returns:
+        The checkpoint directory.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    if not isinstance(model, (Paraformer, AttentiveCNNReranker)):
+        raise LexrerankError(
+            f"cannot save a {type(model).__name__}: expected Paraformer or AttentiveCNNReranker"
+        )
+    foreign = out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_FILE).is_file())
+    )
+    if foreign:
+        raise LexrerankError(
+            f"{out} exists and is not a lexrerank checkpoint; choose a new or empty directory"
+        )
+    user = dict(config or {})
+    # Serialise early: a config that is not JSON fails before anything touches the disk.
+    try:
+        json.dumps(user)
+    except (TypeError, ValueError) as exc:
+        raise LexrerankError(f"checkpoint config is not JSON-serialisable: {exc}") from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        encoder_name = model.encoder_name
+        fingerprint = model.encoder_fingerprint
+        if isinstance(model, Paraformer) and model.finetune_encoder:
+            # A fine-tuned encoder is part of the model: save it beside the head.
+            model.encoder.save(str(tmp / ENCODER_DIR), create_model_card=False)
+            fingerprint = encoder_fingerprint(tmp / ENCODER_DIR)
+            encoder_name = ENCODER_DIR
+        if isinstance(model, AttentiveCNNReranker):
+            _write_text(tmp / VOCAB_FILE, model.vocab.to_json())
+        weights = tmp / WEIGHTS_FILE
+        save_file(_state_for(model), str(weights), metadata={"kind": model.kind})
+        with weights.open("rb") as fh:
+            os.fsync(fh.fileno())
+        model_version = fingerprint if isinstance(model, Paraformer) else model.model_version
+        document: dict[str, Any] = {section: {} for section in FREE_SECTIONS}
+        document.update(user)
+        document.update(
+            {
+                "kind": model.kind,
+                "format_version": FORMAT_VERSION,
+                "encoder": encoder_name,
+                "encoder_fingerprint": fingerprint,
+                "model": model.architecture(),
+                "model_version": model_version,
+                "weights_file": WEIGHTS_FILE,
+                "weights_sha256": _sha256(weights),
+            }
+        )
+        if isinstance(model, Paraformer):
+            document["head_version"] = model.head_version
+        _write_text(tmp / CONFIG_FILE, json.dumps(document, indent=2, ensure_ascii=False))
+        _fsync_dir(tmp)
+        backup = None
+        if out.exists():
+            backup = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(backup)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            if backup is not None:
+                backup.rename(out)
+            raise
+        _fsync_dir(out.parent)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if isinstance(model, Paraformer) and model.finetune_encoder:
+        # The saved directory now defines the encoder's version (see Paraformer docs).
+        model.encoder_fingerprint = fingerprint
+        model.encoder_name = str(out / ENCODER_DIR)
+    model.checkpoint_config = document
+    return out
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint directory, with a clear error when it is not one."""
+    ckpt = Path(path).expanduser()
+    config_path = ckpt / CONFIG_FILE
+    if not config_path.is_file():
+        raise LexrerankError(
+            f"{ckpt} is not a reranker checkpoint (no {CONFIG_FILE}); train one with "
+            "`lexrerank train ... --out DIR`"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LexrerankError(f"{config_path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise LexrerankError(f"{config_path}: expected a JSON object")
+    return config
+
+
+def _resolve_checkpoint_encoder(ckpt: Path, name: str | None) -> str:
+    if name and not os.path.isabs(name) and (ckpt / name).is_dir():
+        return str(ckpt / name)
+    return resolve_encoder_path(name)
+
+
+def load_reranker(
+    path: str | os.PathLike, device: str | None = None, encoder: str | None = None
+) -> Paraformer | AttentiveCNNReranker:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the checkpoint directory.
+        device: torch device; default cuda when available, else cpu.
+        encoder: Paraformer only: use this encoder name/path instead of the recorded one
+            (its fingerprint must still match the checkpoint's).
+    Raises:
+        LexrerankError: not a checkpoint, unknown kind, weights modified (sha256 mismatch),
+            or an encoder whose fingerprint differs from the one the model was trained with.
+    """
+    ckpt = Path(path).expanduser()
+    config = read_config(ckpt)
+    kind = config.get("kind")
+    if kind not in KINDS:
+        raise LexrerankError(
+            f"{ckpt / CONFIG_FILE}: unknown reranker kind {kind!r}; valid kinds: {', '.join(KINDS)}"
+        )
+    weights = ckpt / config.get("weights_file", WEIGHTS_FILE)
+    if not weights.is_file():
+        raise LexrerankError(f"{ckpt}: missing {weights.name}; the checkpoint is incomplete")
+    expected = config.get("weights_sha256")
+    if not expected or _sha256(weights) != expected:
+        raise LexrerankError(
+            f"{weights}: sha256 does not match config.json; the weights were modified or "
+            "corrupted. Restore the checkpoint or train a new one."
+        )
+    state = load_file(str(weights), device="cpu")
+    arch = dict(config.get("model") or {})
+    try:
+        if kind == "paraformer":
+            model = _load_paraformer(ckpt, config, arch, state, device, encoder)
+        else:
+            model = _load_attentive_cnn(ckpt, config, arch, state, device)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise LexrerankError(f"{ckpt}: config and weights do not fit together ({exc})") from exc
+    if config.get("model_version") and model.model_version != config["model_version"]:
+        raise LexrerankError(
+            f"{ckpt}: the loaded model's version {model.model_version} differs from "
+            f"config.json's {config['model_version']}; the checkpoint is inconsistent"
+        )
+    model.checkpoint_config = config
+    return model
+
+
+def _load_paraformer(
+    ckpt: Path,
+    config: dict,
+    arch: dict,
+    state: dict,
+    device: str | None,
+    encoder_override: str | None,
+) -> Paraformer:
+    recorded = config.get("encoder")
+    encoder_dir = _resolve_checkpoint_encoder(ckpt, encoder_override or recorded)
+    actual = encoder_fingerprint(encoder_dir)
+    expected = config.get("encoder_fingerprint")
+    if actual != expected:
+        raise LexrerankError(
+            f"{ckpt}: this Paraformer was trained with encoder {recorded!r} (fingerprint "
+            f"{expected}), but {encoder_dir} has fingerprint {actual}. Configure the same "
+            "encoder (LEXRERANK_ENCODER or --encoder) or retrain the reranker."
+        )
+    head = ParaformerHead(arch["dim"], hidden=arch["hidden"], dropout=arch["dropout"])
+    head.load_state_dict(state, strict=True)
+    st = load_encoder(encoder_dir, device=device)
+    name = encoder_dir if recorded == ENCODER_DIR else (encoder_override or recorded)
+    return Paraformer(
+        st,
+        head,
+        finetune_encoder=False,
+        encoder_name=name,
+        vector_dtype=arch.get("vector_dtype", "float16"),
+    )
+
+
+def _load_attentive_cnn(
+    ckpt: Path, config: dict, arch: dict, state: dict, device: str | None
+) -> AttentiveCNNReranker:
+    vocab_path = ckpt / VOCAB_FILE
+    if not vocab_path.is_file():
+        raise LexrerankError(f"{ckpt}: missing {VOCAB_FILE}; the checkpoint is incomplete")
+    vocab = WordVocab.from_json(vocab_path.read_text(encoding="utf-8"))
+    model = AttentiveCNN(
+        arch["vocab_size"],
+        embedding_dim=arch["embedding_dim"],
+        channels=arch["channels"],
+        kernel_size=arch["kernel_size"],
+        attention_dim=arch["attention_dim"],
+        dropout=arch["dropout"],
+        init_scale=arch.get("init_scale", 10.0),
+    )
+    model.load_state_dict(state, strict=True)
+    return AttentiveCNNReranker(
+        model,
+        vocab,
+        max_sentences=arch["max_sentences"],
+        max_words=arch["max_words"],
+        vector_dtype=arch.get("vector_dtype", "float16"),
+        encoder_name=config.get("encoder"),
+        encoder_fingerprint=config.get("encoder_fingerprint"),
+        device=device,
+    )

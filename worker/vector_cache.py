@@ -1,0 +1,73 @@
+"""In-memory cache of an index's article-side vectors for one model version.
+
+Loaded once from OpenSearch (one scan), then a rerank reads no vectors over the network. The
+cache refuses an index whose metadata does not list the model's version: a query is never
+scored with a query encoder that does not match the article vectors.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from opensearchpy import OpenSearch
+from opensearchpy.helpers import scan
+from tqdm import tqdm
+
+from indexer.article_vectors import index_meta
+from lexrerank.errors import LexrerankError
+from reranker.article_side import ArticleSide, Reranker, article_side_from_record
+
+
+class ArticleVectorCache:
+    """doc id -> (article-side vectors, sentences) for one (index, model version)."""
+
+    def __init__(self, index: str, model_version: str,
+                 entries: dict[str, tuple[ArticleSide, list[str]]]) -> None:
+        self.index = index
+        self.model_version = model_version
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._entries
+
+    def get(self, doc_ids: Sequence[str]) -> list[tuple[ArticleSide, list[str]]]:
+        missing = [d for d in doc_ids if d not in self._entries]
+        if missing:
+            raise LexrerankError(
+                f"{len(missing)} candidates of {self.index!r} have no vectors for model "
+                f"{self.model_version} (e.g. {missing[0]!r}); run `lexrerank embed`")
+        return [self._entries[d] for d in doc_ids]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the vector arrays (sentences' text not counted)."""
+        total = 0
+        for side, _ in self._entries.values():
+            total += side.nbytes if hasattr(side, "nbytes") else (
+                side.vector.nbytes + side.sentence_weights.nbytes)
+        return total
+
+    @classmethod
+    def load(cls, client: OpenSearch, index: str, model: Reranker,
+             show_progress: bool = False) -> ArticleVectorCache:
+        version = model.model_version
+        versions = index_meta(client, index).get("model_versions", {})
+        if version not in versions:
+            known = ", ".join(f"{v['kind']} {k}" for k, v in versions.items()) or "none"
+            raise LexrerankError(
+                f"index {index!r} has no article vectors for {model.kind} {version} "
+                f"(it has: {known}); run `lexrerank embed --index {index} --model {model.kind}`")
+        entries: dict[str, tuple[ArticleSide, list[str]]] = {}
+        docs = scan(client, index=index, query={"query": {"match_all": {}}},
+                    _source=["sentences", f"vectors.{version}"], size=500)
+        for doc in tqdm(docs, desc=f"loading vectors of {index}", unit="doc", file=sys.stderr,
+                        disable=not show_progress):
+            record = doc["_source"].get("vectors", {}).get(version)
+            if record is not None:
+                entries[doc["_id"]] = (article_side_from_record(model, record),
+                                       doc["_source"].get("sentences") or [])
+        return cls(index, version, entries)
