@@ -1,0 +1,104 @@
+"""`lexrerank bench rerank`: the cost of one rerank with precomputed article vectors.
+
+For each query the BM25 window (``--window`` candidates) is fetched once, untimed; then:
+
+- ``encode``: encoding the query alone (the floor of any query-time neural rerank);
+- ``rerank``: the whole serving path of :class:`worker.rerank_service.RerankService`
+  (encode the query, gather the cached article vectors, score in one batched pass, fuse
+  with BM25, extract evidence);
+- ``reference`` (a subset of queries, it is slow): the published algorithm, which encodes
+  every candidate's sentences per query, batched here to be fair. Its raw model scores are
+  compared with the precomputed path's (full float32 on the reference side, so the
+  difference includes the fp16 storage of the vectors).
+
+Prints one JSON object; timings are medians / 95th percentiles in milliseconds on the
+device the model runs on.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gateway.first_stage import search_bm25
+from lexrerank.config import get_settings
+from lexrerank.evaluation import percentile
+from lexrerank.opensearch_client import opensearch_client
+from reranker.datasets import read_queries
+from worker.rerank_service import RerankService
+
+COLIEE_YEARS = ("H18 H19 H20 H21 H22 H23 H24 H25 H26 H27 H28 H29 H30 R01 R02 R03 R04"
+                .split())
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000, result
+
+
+def _stats(prefix: str, values: list[float]) -> dict[str, float]:
+    return {f"{prefix}_ms_p50": round(percentile(values, 50), 3),
+            f"{prefix}_ms_p95": round(percentile(values, 95), 3)}
+
+
+def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
+        model: str = "paraformer", index: str | None = None) -> dict[str, Any]:
+    settings = get_settings()
+    index = index or settings.index
+    client = opensearch_client(settings)
+    data = settings.data_dir / "coliee" / "train"
+    files = [data / f"riteval_{y}_en.xml" for y in COLIEE_YEARS]
+    query_set = read_queries([f for f in files if Path(f).exists()])[:queries]
+    if not query_set:
+        raise SystemExit(f"no COLIEE queries under {data}")
+    service = RerankService.load(client, index, model)
+    reranker = service.model
+    windows = [(q.text, [(h.doc_id, h.score) for h in search_bm25(client, index, q.text,
+                                                                  window)])
+               for q in query_set]
+    for text, candidates in windows[:5]:  # warm-up: lazy init, allocator, caches
+        service.rerank(text, candidates)
+    encode_ms, rerank_ms = [], []
+    for text, candidates in windows:
+        encode_ms.append(_timed(lambda t=text: reranker.encode_query(t))[0])
+        rerank_ms.append(_timed(lambda t=text, c=candidates: service.rerank(t, c))[0])
+    ratios = [r / e for r, e in zip(rerank_ms, encode_ms, strict=True)]
+
+    reference_ms, fast_ms, diffs = [], [], []
+    for text, candidates in windows[:reference_queries]:
+        sentences = [s for _, s in service.cache.get([d for d, _ in candidates])]
+        sides = [side for side, _ in service.cache.get([d for d, _ in candidates])]
+        ms, ref = _timed(lambda t=text, s=sentences: reranker.rerank_reference(
+            t, s, round_to_storage=False))
+        fast, out = _timed(lambda t=text, s=sides: reranker.rerank(t, s))
+        reference_ms.append(ms)
+        fast_ms.append(fast)
+        diffs.append(float(np.max(np.abs(ref.scores - out.scores))))
+    return {
+        "suite": "rerank",
+        "model": model,
+        "model_version": service.model_version,
+        "device": str(getattr(reranker, "device", "cpu")),
+        "torch_threads": torch.get_num_threads(),
+        "window": window,
+        "queries": len(windows),
+        **_stats("rerank", rerank_ms),
+        **_stats("encode", encode_ms),
+        "rerank_over_encode_p50": round(percentile(ratios, 50), 3),
+        "rerank_over_encode_p95": round(percentile(ratios, 95), 3),
+        "reference_queries": len(reference_ms),
+        **_stats("reference", reference_ms),
+        "speedup_vs_reference": round(float(np.median(reference_ms)) / float(np.median(fast_ms)),
+                                      1),
+        "max_abs_score_diff": max(diffs),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
