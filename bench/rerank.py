@@ -33,7 +33,7 @@ from lexrerank.opensearch_client import opensearch_client
 from reranker.datasets import read_queries
 from worker.rerank_service import RerankService
 
-COLIEE_YEARS = (["H18", "H19", "H20", "H21", "H22", "H23", "H24", "H25", "H26", "H27", "H28", "H29", "H30", "R01", "R02", "R03", "R04"])
+COLIEE_YEARS = tuple(f"H{n}" for n in range(18, 31)) + ("R01", "R02", "R03", "R04")
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
