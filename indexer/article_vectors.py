@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,6 +31,7 @@ class EmbedReport:
     computed: int
     skipped: int
     seconds: float
+    missing: list[str] = field(default_factory=list)  # requested ids not in the index
 
 
 def index_meta(client: OpenSearch, index: str) -> dict[str, Any]:
@@ -64,13 +65,43 @@ def _pending(client: OpenSearch, index: str, version: str) -> Iterator[tuple[str
             yield doc["_id"], src.get("sentences") or []
 
 
+def _pending_ids(client: OpenSearch, index: str, version: str, ids: Sequence[str],
+                 missing: list[str], chunk: int = 500) -> Iterator[tuple[str, list[str]]]:
+    """Like :func:`_pending` for the documents ``ids`` only; absent ids go to ``missing``."""
+    unique = list(dict.fromkeys(ids))
+    for i in range(0, len(unique), chunk):
+        resp = client.mget(index=index, body={"ids": unique[i:i + chunk]},
+                           _source_includes=["sentences", f"vectors.{version}.model_version"])
+        for doc in resp["docs"]:
+            if not doc.get("found"):
+                missing.append(doc["_id"])
+                continue
+            src = doc.get("_source") or {}
+            if src.get("vectors", {}).get(version) is None:
+                yield doc["_id"], src.get("sentences") or []
+
+
 def embed_index(client: OpenSearch, index: str, model: Reranker, batch_size: int = 128,
-                show_progress: bool = True) -> EmbedReport:
-    """Compute and store ``model``'s article-side vectors for every document lacking them."""
+                show_progress: bool = True, ids: Sequence[str] | None = None,
+                record: bool | None = None) -> EmbedReport:
+    """Compute and store ``model``'s article-side vectors for every document lacking them.
+
+    With ``ids``, only those documents are considered (a reindex job fans chunks of ids out
+    to the ``embed`` queue); ids not in the index are reported in ``missing``. The index
+    metadata records the model version (meaning "every document holds these vectors") only
+    when the whole index was covered, unless ``record`` says otherwise: a job that embeds
+    chunks records the version itself once all chunks are done. Resumable either way:
+    documents that already carry this version are skipped.
+    """
     start = time.monotonic()
     version = model.model_version
-    total = client.count(index=index)["count"]
-    pending = list(_pending(client, index, version))
+    missing: list[str] = []
+    if ids is None:
+        total = client.count(index=index)["count"]
+        pending = list(_pending(client, index, version))
+    else:
+        pending = list(_pending_ids(client, index, version, ids, missing))
+        total = len(set(ids)) - len(missing)
     empty = [doc_id for doc_id, sentences in pending if not sentences]
     if empty:
         raise LexrerankError(f"{len(empty)} documents in {index!r} have no sentences "
@@ -89,6 +120,9 @@ def embed_index(client: OpenSearch, index: str, model: Reranker, batch_size: int
                     raise LexrerankError(f"storing vectors failed: {item}")
             bar.update(len(chunk))
     client.indices.refresh(index=index)
-    record_model_version(client, index, model, total)
+    if record is None:
+        record = ids is None
+    if record:
+        record_model_version(client, index, model, client.count(index=index)["count"])
     return EmbedReport(index, version, total, len(pending), total - len(pending),
-                       time.monotonic() - start)
+                       time.monotonic() - start, missing)

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
@@ -16,10 +16,15 @@ from rich.table import Table
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 
+if TYPE_CHECKING:
+    from lexrerank.evaluation import QueryResult
+    from reranker.cutoff import CutoffPolicy
+    from reranker.datasets import Query
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Statute search: BM25 first stage + attentive neural reranking.")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 # BM25's cut-off when no reranker is named, tuned for F2 on COLIEE H18..R03 with
 #   lexrerank eval --queries ../shared/data/coliee/train/riteval_{H18..R03}_en.xml --tune-cutoff
@@ -29,6 +34,10 @@ IndexOpt = Annotated[str | None, typer.Option("--index", help="Index name (defau
 RerankerOpt = Annotated[str, typer.Option(
     help="none, paraformer, attentive-cnn, or a checkpoint directory.")]
 WindowOpt = Annotated[int, typer.Option(min=1, max=1000, help="Rerank window.")]
+ViaGatewayOpt = Annotated[str | None, typer.Option(
+    "--via-gateway", metavar="[URL]",
+    help="Go through the gateway (default URL: $LEXRERANK_GATEWAY_URL or "
+         "http://127.0.0.1:8000): the whole serving pipeline.")]
 
 
 def _fail(message: str) -> None:
@@ -36,11 +45,27 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def expand_via_gateway(argv: list[str], default_url: str) -> list[str]:
+    """``--via-gateway`` takes an optional URL: a bare flag gets ``default_url``.
+
+    Only a following ``http(s)://`` word counts as the URL, so ``--via-gateway "some query"``
+    keeps the query as the query.
+    """
+    out = []
+    for i, word in enumerate(argv):
+        out.append(word)
+        if word == "--via-gateway":
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            if not following.startswith(("http://", "https://")):
+                out.append(default_url)
+    return out
+
+
 def main() -> None:
     """Entry point: user-facing errors become one line and exit code 2, never a traceback."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        app()
+        app(args=expand_via_gateway(sys.argv[1:], get_settings().gateway_url))
     except LexrerankError as exc:
         _fail(str(exc))
     except OSConnectionError:
@@ -50,11 +75,15 @@ def main() -> None:
 
 
 @app.command()
-def up() -> None:
+def up(
+    serve: Annotated[bool, typer.Option(
+        "--serve", help="Also start one rerank worker and the gateway (127.0.0.1:8000).")]
+    = False,
+) -> None:
     """Start the local stack (OpenSearch, Redis) and wait until each answers."""
     from lexrerank import stack
 
-    for name, state in stack.up().items():
+    for name, state in stack.up(serve=serve).items():
         out.print(f"{name:<11} {state}")
 
 
@@ -77,7 +106,7 @@ def status() -> None:
     for row in rows:
         table.add_row(row.name, row.url, row.detail, "yes" if row.managed else "no")
     out.print(table)
-    if not all(r.running for r in rows):
+    if not all(r.running for r in rows if r.required):
         raise typer.Exit(1)
 
 
@@ -116,14 +145,56 @@ def search(
     window: WindowOpt = 100,
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Hits to show.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    via_gateway: ViaGatewayOpt = None,
 ) -> None:
     """Search the statute index, optionally reranking the top WINDOW hits."""
+    settings = get_settings()
+    name = index_name or settings.index
+    if via_gateway:
+        rows = _search_via_gateway(via_gateway, name, query, reranker, window, k)
+    else:
+        rows = _search_in_process(name, query, reranker, window, k)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    for row in rows:
+        caption = f" {row['caption']}" if row.get("caption") else ""
+        moved = (f"  [dim](BM25 #{row['first_stage_rank']})[/]"
+                 if "first_stage_rank" in row else "")
+        out.print(f"[bold]{row['rank']:>3}. {row['doc_id']}[/]{caption}  "
+                  f"[dim]{row['score']:.3f}[/]{moved}")
+        out.print(f"     {(row.get('text') or '')[:200]}", highlight=False)
+
+
+def _search_via_gateway(url: str, index: str, query: str, reranker: str, window: int,
+                        k: int) -> list[dict]:
+    import httpx
+
+    from lexrerank.gateway_client import (
+        fallback_reason,
+        gateway_search,
+        rows_from_response,
+        search_body,
+    )
+
+    if not query.strip():
+        raise LexrerankError("the query is empty: give some text to search for")
+    with httpx.Client(timeout=60) as http:
+        resp = gateway_search(http, url, index,
+                              search_body(query, k, reranker, window, None, explain=True),
+                              rerank=reranker != "none")
+    reason = fallback_reason(resp)
+    if reason:
+        err.print(f"[yellow]not reranked:[/] {reason}", highlight=False, soft_wrap=True)
+    return rows_from_response(resp)
+
+
+def _search_in_process(name: str, query: str, reranker: str, window: int, k: int
+                       ) -> list[dict]:
     from gateway.first_stage import search_bm25
     from lexrerank.opensearch_client import opensearch_client
 
-    settings = get_settings()
-    name = index_name or settings.index
-    client = opensearch_client(settings)
+    client = opensearch_client(get_settings())
     hits = search_bm25(client, name, query, size=max(k, window if reranker != "none" else k))
     rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "caption": h.source.get("caption"),
              "text": h.source.get("text")} for i, h in enumerate(hits, start=1)]
@@ -138,17 +209,7 @@ def search(
                      "evidence": h.evidence} for i, h in enumerate(result.hits, start=1)]
         rows = reranked + [{**r, "rank": len(reranked) + j}
                            for j, r in enumerate(rows[window:], start=1)]
-    rows = rows[:k]
-    if as_json:
-        print(json.dumps(rows, ensure_ascii=False))
-        return
-    for row in rows:
-        caption = f" {row['caption']}" if row.get("caption") else ""
-        moved = (f"  [dim](BM25 #{row['first_stage_rank']})[/]"
-                 if "first_stage_rank" in row else "")
-        out.print(f"[bold]{row['rank']:>3}. {row['doc_id']}[/]{caption}  "
-                  f"[dim]{row['score']:.3f}[/]{moved}")
-        out.print(f"     {(row.get('text') or '')[:200]}", highlight=False)
+    return rows[:k]
 
 
 @app.command("eval")
@@ -164,23 +225,50 @@ def evaluate(
         help="Choose the cut-off that maximises F2 on these queries (dev data only).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     run_file: Annotated[Path | None, typer.Option(help="Write a COLIEE/TREC run file.")] = None,
+    via_gateway: ViaGatewayOpt = None,
 ) -> None:
     """Evaluate the search path on query sets (macro F2/P/R, MRR, recall@k, latency)."""
-    from lexrerank.evaluation import run_queries, score_results, write_run_file
-    from lexrerank.opensearch_client import opensearch_client
     from reranker.cutoff import CutoffPolicy
-    from reranker.cutoff import tune_cutoff as choose_cutoff
     from reranker.datasets import read_queries
 
     settings = get_settings()
     name = index_name or settings.index
     query_set = read_queries(queries)
-    client = opensearch_client(settings)
-    rerank_fn, model_version, default_cutoff = None, None, CutoffPolicy.parse(BM25_CUTOFF)
+    default_cutoff = CutoffPolicy.parse(BM25_CUTOFF)
+    progress = not as_json and sys.stderr.isatty()
+    if via_gateway:
+        from lexrerank.gateway_client import run_queries_via_gateway
+
+        if reranker != "none" and cutoff is None and not tune_cutoff:
+            from reranker.checkpoint import read_config
+            from reranker.registry import checkpoint_path
+
+            # The model's tuned cut-off, from its checkpoint config (the model is not loaded).
+            default_cutoff = CutoffPolicy.from_dict(
+                read_config(checkpoint_path(reranker)).get("cutoff",
+                                                            CutoffPolicy().to_dict()))
+        results, model_version = run_queries_via_gateway(via_gateway, name, query_set,
+                                                         reranker, window,
+                                                         show_progress=progress)
+    else:
+        results, model_version, default_cutoff = _run_in_process(
+            name, query_set, reranker, window, progress, not as_json, default_cutoff)
+    _report_eval(results, query_set, reranker, model_version, default_cutoff, name, window,
+                 cutoff, tune_cutoff, as_json, run_file, via_gateway)
+
+
+def _run_in_process(name: str, query_set: list[Query], reranker: str, window: int,
+                    progress: bool, load_progress: bool, default_cutoff: CutoffPolicy
+                    ) -> tuple[list[QueryResult], str | None, CutoffPolicy]:
+    from lexrerank.evaluation import run_queries
+    from lexrerank.opensearch_client import opensearch_client
+
+    client = opensearch_client(get_settings())
+    rerank_fn, model_version = None, None
     if reranker != "none":
         from worker.rerank_service import RerankService
 
-        service = RerankService.load(client, name, reranker, show_progress=not as_json)
+        service = RerankService.load(client, name, reranker, show_progress=load_progress)
         model_version, default_cutoff = service.model_version, service.cutoff
 
         def rerank_fn(text: str, hits: list) -> list[tuple[str, float]]:
@@ -188,7 +276,18 @@ def evaluate(
             return [(h.doc_id, h.score) for h in result.hits]
 
     results = run_queries(client, name, query_set, rerank=rerank_fn, window=window,
-                          show_progress=not as_json and sys.stderr.isatty())
+                          show_progress=progress)
+    return results, model_version, default_cutoff
+
+
+def _report_eval(results: list[QueryResult], query_set: list[Query], reranker: str,
+                 model_version: str | None, default_cutoff: CutoffPolicy, name: str,
+                 window: int, cutoff: str | None, tune_cutoff: bool, as_json: bool,
+                 run_file: Path | None, via_gateway: str | None) -> None:
+    from lexrerank.evaluation import score_results, write_run_file
+    from reranker.cutoff import CutoffPolicy
+    from reranker.cutoff import tune_cutoff as choose_cutoff
+
     if tune_cutoff:
         rankings = [([d for d, _ in r.ranking], [s for _, s in r.ranking]) for r in results]
         by_qid = {q.qid: q.gold for q in query_set}
@@ -201,7 +300,7 @@ def evaluate(
             raise LexrerankError(str(exc)) from exc
     metrics = score_results(results, query_set, policy)
     report = {**metrics, "reranker": reranker, "model_version": model_version, "index": name,
-              "window": window}
+              "window": window, "via_gateway": via_gateway}
     if run_file:
         write_run_file(run_file, results, policy, tag=f"lexrerank-{reranker}")
     if as_json:
@@ -235,6 +334,61 @@ def embed(
     out.print(f"{report.index}: vectors of {loaded.kind} {report.model_version} for "
               f"{report.total} articles ({report.computed} computed, {report.skipped} already "
               f"there) in {report.seconds:.1f}s")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1,
+                                         help="uvicorn worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+) -> None:
+    """Run the OpenSearch-compatible gateway (reranks `_search` with search_pipeline=lexrerank)."""
+    import uvicorn
+
+    # access_log off: the gateway writes its own JSON line per request, with the request id.
+    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=False)
+
+
+POOLS = ("prefork", "solo", "threads")
+
+
+@app.command()
+def worker(
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queues (default: rerank,embed as configured by "
+             "LEXRERANK_RERANK_QUEUE / LEXRERANK_EMBED_QUEUE).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Processes (default: one per GPU, 1 on CPU).")] = None,
+    pool: Annotated[str, typer.Option(help="prefork | solo | threads")] = "prefork",
+    hostname: Annotated[str, typer.Option(help="Celery node name.")] = "lexrerank@%h",
+    preload: Annotated[bool, typer.Option(
+        help="Load LEXRERANK_MODEL and the vectors of LEXRERANK_INDEX at start-up.")] = True,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="torch threads per process (default: $LEXRERANK_TORCH_THREADS, else 1; "
+                    "use --concurrency, not threads, to use more cores).")] = None,
+    loglevel: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+) -> None:
+    """Run a Celery worker for the rerank (latency) and embed (batch) queues."""
+    if pool not in POOLS:
+        raise LexrerankError(f"unknown pool {pool!r}: use one of {', '.join(POOLS)}")
+    from worker.device import THREADS_ENV, gpu_count
+
+    settings = get_settings()
+    names = queues or f"{settings.rerank_queue},{settings.embed_queue}"
+    if preload:
+        os.environ["LEXRERANK_WORKER_PRELOAD"] = "1"  # read by worker.tasks in the child
+    from worker.celery_app import app as celery_app
+
+    # One process per GPU (each holds a model); on CPU one: scale with --concurrency.
+    processes = concurrency or max(1, gpu_count())
+    if threads:
+        os.environ[THREADS_ENV] = str(threads)  # applied by worker.tasks in each child
+    celery_app.worker_main(["worker", "--queues", names, "--concurrency", str(processes),
+                            "--pool", pool, "--hostname", hostname, "--loglevel", loglevel,
+                            "--without-gossip", "--without-mingle"])
 
 
 @app.command()
@@ -278,12 +432,12 @@ def train(
     print(json.dumps(summary))
 
 
-BENCH_SUITES = ("rerank",)
+BENCH_SUITES = ("rerank", "pipeline")
 
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="rerank")],
+    suite: Annotated[str, typer.Argument(help="rerank | pipeline")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     window: WindowOpt = 100,
     queries: Annotated[int, typer.Option(min=1, help="Queries to time.")] = 200,
@@ -294,9 +448,12 @@ def bench(
     """Run a benchmark suite on this machine and print its figures."""
     if suite not in BENCH_SUITES:
         raise LexrerankError(f"unknown suite {suite!r}; available: {', '.join(BENCH_SUITES)}")
-    from bench import rerank as rerank_bench
+    if suite == "pipeline":
+        from bench import pipeline as suite_module
+    else:
+        from bench import rerank as suite_module
 
-    result = rerank_bench.run(window=window, queries=queries, model=model, index=index_name)
+    result = suite_module.run(window=window, queries=queries, model=model, index=index_name)
     if as_json:
         print(json.dumps(result))
         return

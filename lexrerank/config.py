@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lexrerank.errors import LexrerankError
+
 LOCAL_OPENSEARCH_URL = "http://127.0.0.1:9200"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 OPENSEARCH_VERSION = "2.19.6"
@@ -48,6 +50,14 @@ class Settings:
     cache_dir: Path
     data_dir: Path
     opensearch_heap: str
+    # Gateway and workers (see README, "Gateway and workers").
+    default_model: str = "paraformer"
+    extra_models: tuple[str, ...] = ()
+    rerank_timeout_ms: int = 1000
+    default_pipeline_indexes: tuple[str, ...] = ()
+    rerank_queue: str = "rerank"
+    embed_queue: str = "embed"
+    gateway_url: str = "http://127.0.0.1:8000"
 
     @property
     def opensearch_is_local(self) -> bool:
@@ -57,6 +67,20 @@ class Settings:
     @property
     def redis_is_local(self) -> bool:
         return "REDIS_URL" not in os.environ
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in os.environ.get(name, "").split(",") if v.strip())
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise LexrerankError(f"{name}={value!r} is not an integer") from None
 
 
 def get_settings() -> Settings:
@@ -74,4 +98,11 @@ def get_settings() -> Settings:
         data_dir=Path(os.environ.get("LEXRERANK_DATA", _default_data_dir())),
         # 2 cores / 24 GiB: a 2 GiB heap leaves room for the workers and the page cache.
         opensearch_heap=os.environ.get("LEXRERANK_OPENSEARCH_HEAP", "2g"),
+        default_model=os.environ.get("LEXRERANK_MODEL") or "paraformer",
+        extra_models=_env_list("LEXRERANK_MODELS"),
+        rerank_timeout_ms=_env_int("LEXRERANK_RERANK_TIMEOUT_MS", 1000),
+        default_pipeline_indexes=_env_list("LEXRERANK_DEFAULT_PIPELINE_INDEXES"),
+        rerank_queue=os.environ.get("LEXRERANK_RERANK_QUEUE") or "rerank",
+        embed_queue=os.environ.get("LEXRERANK_EMBED_QUEUE") or "embed",
+        gateway_url=os.environ.get("LEXRERANK_GATEWAY_URL") or "http://127.0.0.1:8000",
     )

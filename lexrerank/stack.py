@@ -1,5 +1,8 @@
 """The embedded default stack: OpenSearch from Maven Central and Debian's Redis, on loopback.
 
+With ``serve`` (``lexrerank up --serve``) it also starts one rerank worker and the gateway in
+the background (pid files and logs in ``<cache>/run``).
+
 Everything is installed into a cache outside the repository (``LEXRERANK_CACHE``, default
 ``~/.cache/lexrerank``) so a clean clone reuses it. Services whose URL is set in the
 environment (``OPENSEARCH_URL``, ``REDIS_URL``) are external: they are never started here.
@@ -7,14 +10,17 @@ environment (``OPENSEARCH_URL``, ``REDIS_URL``) are external: they are never sta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -51,6 +57,7 @@ class ServiceStatus:
     running: bool
     managed: bool  # started and owned by this machine's `lexrerank up`
     detail: str
+    required: bool = True  # False: optional and not started (worker, gateway)
 
 
 # ---------------------------------------------------------------------------- downloads
@@ -255,10 +262,75 @@ def start_redis(settings: Settings) -> str:
     return "started"
 
 
+# ---------------------------------------------------------------------------- worker, gateway
+
+
+def worker_node_name() -> str:
+    return f"lexrerank@{socket.gethostname()}"
+
+
+def _worker_ready(settings: Settings) -> bool:
+    """A process consuming the rerank queue answers (after loading its model)."""
+    from worker.celery_app import make_app, serving
+
+    return serving(make_app(settings), settings.rerank_queue, timeout_s=1.0) is not None
+
+
+def _gateway_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_lexrerank/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _start_background(settings: Settings, name: str, args: list[str]) -> subprocess.Popen:
+    """``python -m lexrerank ARGS`` detached, logging to ``<run>/<name>.log``."""
+    run = settings.cache_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / f"{name}.log", "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "lexrerank", *args], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=REPO_ROOT)
+    (run / f"{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def start_worker(settings: Settings) -> str:
+    """One worker on the rerank and embed queues (prefork, one process on CPU)."""
+    if _worker_ready(settings):
+        return "already running"
+    proc = _start_background(settings, "worker", ["worker", "--hostname", worker_node_name()])
+    log = settings.cache_dir / "run" / "worker.log"
+    # The worker answers pings once its model and vectors are loaded (or failed to load).
+    _wait(lambda: _worker_ready(settings) or proc.poll() is not None, "the worker", log,
+          READY_TIMEOUT_S)
+    if proc.poll() is not None:
+        raise LexrerankError(f"the worker exited with code {proc.returncode}; see {log}")
+    return f"started (pid {proc.pid}, model {settings.default_model}, log {log})"
+
+
+def start_gateway(settings: Settings) -> str:
+    """The gateway on ``LEXRERANK_GATEWAY_URL`` (default 127.0.0.1:8000)."""
+    url = settings.gateway_url.rstrip("/")
+    if _gateway_ready(url):
+        return "already running"
+    where = urllib.parse.urlsplit(url)
+    proc = _start_background(settings, "gateway", [
+        "serve", "--host", where.hostname or "127.0.0.1", "--port", str(where.port or 8000)])
+    log = settings.cache_dir / "run" / "gateway.log"
+    _wait(lambda: _gateway_ready(url) or proc.poll() is not None, "the gateway", log, 60)
+    if proc.poll() is not None:
+        raise LexrerankError(f"the gateway exited with code {proc.returncode}; see {log}")
+    return f"started (pid {proc.pid}, {url}, log {log})"
+
+
 # ---------------------------------------------------------------------------- stack
 
 
-def _stop(pid_file: Path, name: str, timeout: float = 60) -> str:
+def _stop(pid_file: Path, name: str, timeout: float = 60, group: bool = False) -> str:
+    """SIGTERM, then SIGKILL after ``timeout`` (to the whole process group with ``group``:
+    a prefork worker's children must not outlive it)."""
     pid = _pid_alive(pid_file)
     if pid is None:
         pid_file.unlink(missing_ok=True)
@@ -267,20 +339,29 @@ def _stop(pid_file: Path, name: str, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _pid_alive(pid_file):
         time.sleep(0.5)
-    if _pid_alive(pid_file):
+    if group:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    elif _pid_alive(pid_file):
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return f"stopped (pid {pid})"
 
 
-def up(settings: Settings | None = None) -> dict[str, str]:
-    """Start what is local and not yet running; wait until each answers."""
+def up(settings: Settings | None = None, serve: bool = False) -> dict[str, str]:
+    """Start what is local and not yet running; wait until each answers.
+
+    ``serve`` also starts one worker and the gateway.
+    """
     settings = settings or get_settings()
     result = {}
     result["opensearch"] = (start_opensearch(settings) if settings.opensearch_is_local
                             else f"external ({settings.opensearch_url}), not started")
     result["redis"] = (start_redis(settings) if settings.redis_is_local
                        else f"external ({settings.redis_url}), not started")
+    if serve:
+        result["worker"] = start_worker(settings)
+        result["gateway"] = start_gateway(settings)
     return result
 
 
@@ -289,6 +370,8 @@ def down(settings: Settings | None = None) -> dict[str, str]:
     settings = settings or get_settings()
     run = settings.cache_dir / "run"
     return {
+        "gateway": _stop(run / "gateway.pid", "gateway", timeout=15, group=True),
+        "worker": _stop(run / "worker.pid", "worker", timeout=30, group=True),
         "opensearch": _stop(run / "opensearch.pid", "OpenSearch"),
         "redis": _stop(run / "redis.pid", "Redis", timeout=10),
     }
@@ -309,4 +392,20 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
                       _pid_alive(run / "opensearch.pid") is not None, os_detail),
         ServiceStatus("redis", settings.redis_url, redis_detail == "running",
                       _pid_alive(run / "redis.pid") is not None, redis_detail),
+        _optional_status("worker", f"{worker_node_name()} on {settings.rerank_queue}",
+                         run / "worker.pid",
+                         lambda: redis_detail == "running" and _worker_ready(settings)),
+        _optional_status("gateway", settings.gateway_url, run / "gateway.pid",
+                         lambda: _gateway_ready(settings.gateway_url.rstrip("/"))),
     ]
+
+
+def _optional_status(name: str, url: str, pid_file: Path, ready: Callable[[], bool]
+                     ) -> ServiceStatus:
+    """A worker/gateway row: required (counts for the exit code) once `up --serve` ran."""
+    started = pid_file.exists()
+    running = ready()
+    detail = "running" if running else (
+        "not reachable" if started else "not started (`lexrerank up --serve`)")
+    return ServiceStatus(name, url, running, _pid_alive(pid_file) is not None, detail,
+                         required=started)

@@ -7,7 +7,7 @@ in-process, so both measure the same code.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,10 @@ class RerankResult:
     model_version: str
     query_truncated: bool
 
+    def to_dict(self) -> dict:
+        """The JSON-safe form (what the ``lexrerank.rerank`` task returns)."""
+        return asdict(self)
+
 
 class RerankService:
     """A loaded model, its vector cache for one index, and its fusion and cut-off."""
@@ -57,6 +61,12 @@ class RerankService:
              show_progress: bool = False) -> RerankService:
         path: Path = checkpoint_path(name)
         model = load_reranker(path, device=device)
+        return cls.for_model(client, index, model, name, show_progress=show_progress)
+
+    @classmethod
+    def for_model(cls, client: OpenSearch, index: str, model: Reranker, name: str,
+                  show_progress: bool = False) -> RerankService:
+        """A service around an already-loaded ``model`` (workers share one across indexes)."""
         config = model.checkpoint_config
         fusion = Fusion.from_dict(config.get("fusion", {"alpha": 0.0}))
         cutoff = CutoffPolicy.from_dict(config.get("cutoff", CutoffPolicy().to_dict()))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,11 +48,227 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600
                           text=True, env=full_env, timeout=timeout, cwd=REPO)
 
 
+def unique_index(prefix: str) -> str:
+    """A per-session index name, so concurrent test runs never share (or delete) an index."""
+    return f"{prefix}-{os.getpid()}"
+
+
 @pytest.fixture(scope="session")
-def coliee_index(client: OpenSearch, coliee_code: Path) -> str:
+def coliee_index(client: OpenSearch, coliee_code: Path) -> Iterator[str]:
     """A fresh test index holding the COLIEE civil code (the live `statutes` is left alone)."""
-    name = "test-coliee"
-    client.indices.delete(index=name, ignore_unavailable=True)
+    name = unique_index("test-coliee")
     proc = run_cli("index", "--corpus", str(coliee_code), "--index", name)
     assert proc.returncode == 0, proc.stderr
-    return name
+    yield name
+    client.indices.delete(index=name, ignore_unavailable=True)
+
+
+# ---------------------------------------------------------------------------- gateway, workers
+# Real processes: a `lexrerank worker --pool solo` on private test queues, a `lexrerank serve`
+# gateway on a free port, and (for the Redis outage test) a private redis-server.
+
+GATEWAY_INDEX = "test-gateway"
+GATEWAY_ARTICLES = 80  # enough hits for windows and pages; small enough to embed in seconds
+READY_S = 120
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_for(check, what: str, proc: subprocess.Popen, log: Path,
+              timeout: float = READY_S) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{_log_tail(log)}")
+        if check():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"{what} not ready after {timeout:.0f}s:\n{_log_tail(log)}")
+
+
+class ServiceProcess:
+    """A subprocess we own: started with a log file, stopped by its own pid only."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.args, self.env, self.log = name, args, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         cwd=REPO)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash, not a shutdown) and reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Stack:
+    """A worker + gateway pair (and optionally a private Redis) for one test module."""
+
+    def __init__(self, tmp: Path, model: str, index: str, redis_url: str,
+                 extra_env: dict[str, str] | None = None) -> None:
+        import uuid
+
+        tag = uuid.uuid4().hex[:8]
+        self.redis_url = redis_url
+        self.node = f"test-{tag}@localhost"
+        self.queue, self.embed_queue = f"test-rerank-{tag}", f"test-embed-{tag}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "REDIS_URL": redis_url,
+                    "LEXRERANK_RERANK_QUEUE": self.queue,
+                    "LEXRERANK_EMBED_QUEUE": self.embed_queue,
+                    "LEXRERANK_INDEX": index, "LEXRERANK_MODEL": model,
+                    "LEXRERANK_RERANK_TIMEOUT_MS": "5000", **(extra_env or {})}
+        cli = [sys.executable, "-m", "lexrerank"]
+        self.worker = ServiceProcess(
+            "worker", [*cli, "worker", "--pool", "solo", "--hostname", self.node,
+                       "--queues", f"{self.queue},{self.embed_queue}", "--loglevel", "info"],
+            self.env, tmp / f"worker-{tag}.log")
+        self.gateway = ServiceProcess(
+            "gateway", [*cli, "serve", "--port", str(self.port), "--log-level", "warning"],
+            self.env, tmp / f"gateway-{tag}.log")
+
+    @functools.cached_property
+    def _celery(self):
+        import dataclasses
+
+        from worker.celery_app import make_app
+
+        settings = dataclasses.replace(get_settings(), redis_url=self.redis_url,
+                                       rerank_queue=self.queue, embed_queue=self.embed_queue)
+        return make_app(settings)
+
+    def celery(self):
+        """A Celery app on this stack's Redis and queues (to send tasks, ping the worker)."""
+        return self._celery
+
+    def worker_ready(self) -> bool:
+        try:
+            return bool(self.celery().control.ping(destination=[self.node], timeout=0.5))
+        except Exception:  # noqa: BLE001 - Redis down or restarting: not ready
+            return False
+
+    def gateway_ready(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/_lexrerank/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_worker(self) -> None:
+        self.worker.start()
+        _wait_for(self.worker_ready, "worker", self.worker.proc, self.worker.log)
+
+    def start_gateway(self) -> None:
+        self.gateway.start()
+        _wait_for(self.gateway_ready, "gateway", self.gateway.proc, self.gateway.log, 60)
+
+    def start(self) -> Stack:
+        # Both at once: the gateway starts while the worker loads its model.
+        self.gateway.start()
+        self.start_worker()
+        _wait_for(self.gateway_ready, "gateway", self.gateway.proc, self.gateway.log, 60)
+        return self
+
+    def stop(self) -> None:
+        from worker.celery_app import delete_queues
+
+        self.gateway.stop()
+        self.worker.stop()
+        with contextlib.suppress(Exception):  # the private Redis may be gone already
+            delete_queues(self.celery(), [self.queue, self.embed_queue])
+
+
+@pytest.fixture(scope="session")
+def gateway_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The shipped Paraformer when its weights exist, else a tiny untrained one (plumbing)."""
+    from reranker.registry import SHIPPED_WEIGHTS
+
+    if (SHIPPED_WEIGHTS / "paraformer" / "config.json").is_file():
+        return "paraformer"
+    from reranker.checkpoint import save_checkpoint
+    from reranker.paraformer import Paraformer
+
+    out = tmp_path_factory.mktemp("ckpt") / "paraformer-tiny"
+    save_checkpoint(out, Paraformer(device="cpu"), {
+        "fusion": {"kind": "minmax_linear", "alpha": 0.5},
+        "cutoff": {"kind": "top_k", "value": 1, "max_k": 1}})
+    return str(out)
+
+
+def _gateway_articles() -> list:
+    from indexer.parsers import parse_corpus
+
+    coliee = data_dir() / "coliee" / "civil_code_en-1to724-2.txt"
+    source = coliee if coliee.exists() else REPO / "lexrerank" / "sample" / "sample_statutes.jsonl"
+    articles = []
+    for article in parse_corpus(source):
+        articles.append(article)
+        if len(articles) == GATEWAY_ARTICLES:
+            break
+    return articles
+
+
+@pytest.fixture(scope="session")
+def gateway_service(client: OpenSearch, gateway_model: str):
+    """A small embedded index (GATEWAY_INDEX) and the in-process RerankService over it."""
+    from indexer.article_vectors import embed_index
+    from indexer.bulk_load import load_articles
+    from reranker.checkpoint import load_reranker
+    from reranker.registry import checkpoint_path
+    from worker.rerank_service import RerankService
+
+    articles = _gateway_articles()
+    client.indices.delete(index=GATEWAY_INDEX, ignore_unavailable=True)
+    load_articles(client, GATEWAY_INDEX, lambda: iter(articles), "en", show_progress=False)
+    client.indices.refresh(index=GATEWAY_INDEX)
+    model = load_reranker(checkpoint_path(gateway_model), device="cpu")
+    embed_index(client, GATEWAY_INDEX, model, show_progress=False)
+    return RerankService.for_model(client, GATEWAY_INDEX, model, gateway_model)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, gateway_model: str, gateway_service,
+          client: OpenSearch):
+    """Worker + gateway on the shared Redis, private queues; GATEWAY_INDEX by default.
+
+    The alias ``<index>-default`` is listed in LEXRERANK_DEFAULT_PIPELINE_INDEXES.
+    """
+    alias = f"{GATEWAY_INDEX}-default"
+    client.indices.put_alias(index=GATEWAY_INDEX, name=alias)
+    running = Stack(tmp_path_factory.mktemp("stack"), gateway_model, GATEWAY_INDEX,
+                    get_settings().redis_url,
+                    {"LEXRERANK_DEFAULT_PIPELINE_INDEXES": alias})
+    try:
+        yield running.start()
+    finally:
+        running.stop()

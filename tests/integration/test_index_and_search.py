@@ -10,7 +10,7 @@ from opensearchpy import OpenSearch
 
 from reranker.datasets import read_queries
 from reranker.metrics import precision_recall_f2
-from tests.integration.conftest import data_dir, run_cli
+from tests.integration.conftest import data_dir, run_cli, unique_index
 
 
 def test_coliee_index_holds_every_live_article(client: OpenSearch, coliee_index: str) -> None:
@@ -93,12 +93,13 @@ def test_missing_index_says_how_to_create_it() -> None:
     assert "lexrerank index" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_vietnamese_alqac_index_and_eval(client: OpenSearch, tmp_path: Path) -> None:
+def test_vietnamese_alqac_index_and_eval(client: OpenSearch,
+                                        request: pytest.FixtureRequest) -> None:
     laws = data_dir() / "alqac2023" / "law.json"
     if not laws.exists():
         pytest.skip(f"ALQAC data not found at {laws}")
-    name = "test-alqac"
-    client.indices.delete(index=name, ignore_unavailable=True)
+    name = unique_index("test-alqac")
+    request.addfinalizer(lambda: client.indices.delete(index=name, ignore_unavailable=True))
     proc = run_cli("index", "--corpus", str(laws), "--index", name)
     assert proc.returncode == 0, proc.stderr
     assert client.count(index=name)["count"] == 2131
@@ -118,7 +119,8 @@ def test_vietnamese_alqac_index_and_eval(client: OpenSearch, tmp_path: Path) -> 
         assert report["recall"] == pytest.approx(report["recall@1"])
 
 
-def test_japanese_analysis_with_kuromoji(client: OpenSearch, tmp_path: Path) -> None:
+def test_japanese_analysis_with_kuromoji(client: OpenSearch, tmp_path: Path,
+                                        request: pytest.FixtureRequest) -> None:
     corpus = tmp_path / "ja.jsonl"
     records = [
         {"id": "ja-1", "language": "ja", "caption": "契約の解除",
@@ -128,8 +130,8 @@ def test_japanese_analysis_with_kuromoji(client: OpenSearch, tmp_path: Path) -> 
     ]
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                       encoding="utf-8")
-    name = "test-ja"
-    client.indices.delete(index=name, ignore_unavailable=True)
+    name = unique_index("test-ja")
+    request.addfinalizer(lambda: client.indices.delete(index=name, ignore_unavailable=True))
     proc = run_cli("index", "--corpus", str(corpus), "--index", name, "--language", "ja")
     assert proc.returncode == 0, proc.stderr
     tokens = client.indices.analyze(index=name, body={"field": "text", "text": "契約を解除した"})

@@ -1,0 +1,105 @@
+"""The ``lexrerank`` search pipeline: first stage in OpenSearch, rerank on a worker, merge.
+
+The deadline (``ext.rerank.timeout_ms``, default ``LEXRERANK_RERANK_TIMEOUT_MS``) counts
+from the request's arrival and covers the first stage and the wait for the worker. Whatever
+goes wrong on the rerank side (timeout, no worker, worker error, Redis down, an answer that
+does not fit), the response is the first-stage order with ``ext.rerank.status = "fallback"``
+and the reason, HTTP 200. Errors of OpenSearch itself (a bad query, a missing index) come
+back as OpenSearch returned them; OpenSearch unreachable is a 503.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.merge import (
+    MergeError,
+    merge_fallback,
+    merge_reranked,
+    rerank_info,
+    window_candidates,
+    with_ext,
+)
+from gateway.proxy import forward_headers, upstream_failure
+from gateway.request_log import annotate
+from gateway.rerank_client import RerankClient, RerankUnavailable
+from gateway.rerank_request import PlannedSearch
+from lexrerank.config import Settings
+
+log = logging.getLogger("lexrerank.gateway.pipeline")
+JSON_TYPE = "application/json; charset=UTF-8"
+
+
+def json_response(payload: dict[str, Any], status: int = 200) -> Response:
+    """Compact JSON like OpenSearch's (no ``JSONResponse`` re-validation of floats)."""
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type=JSON_TYPE)
+
+
+async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
+                       upstream: httpx.AsyncClient, workers: RerankClient,
+                       settings: Settings, started: float) -> Response:
+    """Answer one reranked ``_search`` (``started``: ``time.perf_counter()`` on arrival)."""
+    opts = plan.rerank
+    headers = forward_headers(request.headers.items(), keep_length=False)
+    headers = [(k, v) for k, v in headers
+               if k.lower() not in ("content-type", "accept-encoding")]
+    headers.append(("content-type", "application/json"))
+    try:
+        # The client's own encoding of the path (index patterns, aliases) goes upstream.
+        path = request.scope.get("raw_path") or f"/{index}/_search".encode()
+        first = await upstream.request(
+            "POST", httpx.URL(raw_path=path), params=plan.params, headers=headers,
+            content=json.dumps(plan.body).encode())
+    except httpx.HTTPError as exc:
+        return upstream_failure(exc, settings)
+    t_first = time.perf_counter()
+    if first.status_code != 200:
+        # OpenSearch's own error (bad query, missing index): returned as it is.
+        return Response(first.content, status_code=first.status_code,
+                        media_type=first.headers.get("content-type", JSON_TYPE))
+    response = first.json()
+    status, reason, result = "ok", None, None
+    t_rerank_start = time.perf_counter()
+    try:
+        candidates = window_candidates(response, opts.window)
+        if candidates:
+            remaining = opts.timeout_ms / 1000 - (time.perf_counter() - started)
+            result = await workers.rerank(index, opts.query_text or "", candidates, opts.model,
+                                          opts.explain, remaining)
+    except (RerankUnavailable, MergeError) as exc:
+        status, reason = "fallback", str(exc)
+    except Exception as exc:  # noqa: BLE001 - a rerank-side bug must not become a 5xx
+        log.exception("rerank call failed")
+        status, reason = "fallback", f"gateway error: {type(exc).__name__}: {exc}"
+    t_rerank = time.perf_counter()
+    if result is not None:
+        try:
+            response = merge_reranked(response, result, opts.window, opts.from_, opts.size,
+                                      opts.explain)
+        except Exception as exc:  # noqa: BLE001 - MergeError or a malformed answer
+            status, reason, result = "fallback", f"bad worker answer: {exc!r}", None
+    if result is None:
+        response = merge_fallback(response, opts.from_, opts.size)
+    t_merge = time.perf_counter()
+    reranked = len(result.get("hits", [])) if result is not None else 0
+    took = {"first_stage": (t_first - started) * 1000,
+            "rerank": (t_rerank - t_rerank_start) * 1000,
+            "merge": (t_merge - t_rerank) * 1000,
+            "total": (time.perf_counter() - started) * 1000}
+    worker_ms = (result or {}).get("timing_ms", {}).get("rerank")
+    info = rerank_info(status, reason, (result or {}).get("model", opts.model),
+                       (result or {}).get("model_version"), opts.window, reranked, took,
+                       worker_ms)
+    annotate(index=index, rerank=status, reason=reason, window=opts.window,
+             rerank_ms=round(took["rerank"], 2))
+    if status == "fallback":
+        log.warning("rerank fallback: %s", reason, extra={"fields": {"index": index}})
+    return json_response(with_ext(response, info))

@@ -1,0 +1,212 @@
+"""Reading a ``_search`` request that names the ``lexrerank`` pipeline (pure, no I/O).
+
+Decides whether a request is reranked, validates ``ext.rerank``, resolves the query text, and
+builds the first-stage request that goes to OpenSearch: the user's own query with
+``from=0, size=max(window_size, from+size)`` and without our parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PIPELINE = "lexrerank"
+DEFAULT_WINDOW = 100
+MAX_WINDOW = 1000
+MAX_TIMEOUT_MS = 60_000
+DEFAULT_SIZE = 10
+RERANK_KEYS = {"query_context", "window_size", "model", "timeout_ms", "explain"}
+# Query shapes whose text can stand in for ``query_context`` when it is not given.
+_TEXT_QUERIES = ("match", "match_phrase", "match_bool_prefix")
+_STRING_QUERIES = ("multi_match", "simple_query_string", "query_string", "combined_fields")
+
+
+class RequestError(ValueError):
+    """A malformed rerank request: answered 400 in OpenSearch's error shape."""
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """What the pipeline needs beyond the first-stage request."""
+
+    query_text: str | None  # None: not resolvable (only for index-default pipelines)
+    window: int
+    model: str
+    timeout_ms: int
+    explain: bool
+    from_: int
+    size: int
+
+    @property
+    def first_stage_size(self) -> int:
+        """Hits fetched from OpenSearch: the whole window, and at least the asked page."""
+        return max(self.window, self.from_ + self.size)
+
+
+@dataclass(frozen=True)
+class PlannedSearch:
+    """A reranked search: the parsed options and the request to send to OpenSearch."""
+
+    rerank: RerankRequest
+    params: list[tuple[str, str]]  # query string for the first stage
+    body: dict[str, Any]  # body for the first stage
+
+
+def names_pipeline(params: Sequence[tuple[str, str]], body: Mapping[str, Any]) -> bool:
+    """True when the request asks for our pipeline (query string or body)."""
+    return (any(k == "search_pipeline" and v == PIPELINE for k, v in params)
+            or body.get("search_pipeline") == PIPELINE)
+
+
+def disables_pipelines(params: Sequence[tuple[str, str]], body: Mapping[str, Any]) -> bool:
+    """``search_pipeline=_none`` (OpenSearch's way to skip an index's default pipeline)."""
+    return (any(k == "search_pipeline" and v == "_none" for k, v in params)
+            or body.get("search_pipeline") == "_none")
+
+
+def incompatible_reason(params: Sequence[tuple[str, str]], body: Mapping[str, Any]
+                        ) -> str | None:
+    """Why a request cannot be reranked (it pages or orders by something else), or None."""
+    keys = {k for k, _ in params}
+    if "scroll" in keys:
+        return "scroll requests are not reranked"
+    if "filter_path" in keys:
+        return "filter_path is not supported with the lexrerank pipeline"
+    if "search_after" in body or "pit" in body:
+        return "search_after / point-in-time paging is not reranked"
+    if "sort" in body and not _sorts_by_score(body["sort"]):
+        return "requests sorted by a field are not reranked"
+    for k, v in params:
+        if k == "sort" and v not in ("_score", "_score:desc"):
+            return "requests sorted by a field are not reranked"
+    return None
+
+
+def _sorts_by_score(sort: Any) -> bool:
+    items = sort if isinstance(sort, list) else [sort]
+    for item in items:
+        if item == "_score":
+            continue
+        if isinstance(item, dict) and list(item) == ["_score"]:
+            order = item["_score"]
+            if order in ("desc", {"order": "desc"}) or order == {}:
+                continue
+        return False
+    return True
+
+
+def resolve_path(body: Any, path: str) -> Any:
+    """The value at dotted ``path`` in ``body`` (list positions as numbers), or None."""
+    node = body
+    for part in path.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def infer_query_text(body: Mapping[str, Any], params: Sequence[tuple[str, str]]) -> str | None:
+    """The text of a simple query (``match``, ``multi_match``, ``?q=`` ...), or None."""
+    for k, v in params:
+        if k == "q" and v.strip():
+            return v
+    query = body.get("query")
+    if not isinstance(query, Mapping) or len(query) != 1:
+        return None
+    ((kind, spec),) = query.items()
+    if kind in _TEXT_QUERIES and isinstance(spec, Mapping) and len(spec) == 1:
+        (inner,) = spec.values()
+        text = inner.get("query") if isinstance(inner, Mapping) else inner
+        return text if isinstance(text, str) and text.strip() else None
+    if kind in _STRING_QUERIES and isinstance(spec, Mapping):
+        text = spec.get("query")
+        return text if isinstance(text, str) and text.strip() else None
+    return None
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    """An integer option (JSON number or query-string digits) within [low, high]."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise RequestError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _query_text(options: Mapping[str, Any], body: Mapping[str, Any],
+                params: Sequence[tuple[str, str]]) -> str | None:
+    context = options.get("query_context")
+    if context is None:
+        return infer_query_text(body, params)
+    if not isinstance(context, Mapping):
+        raise RequestError("ext.rerank.query_context must be an object with query_text or "
+                           "query_text_path")
+    if "query_text" in context:
+        text = context["query_text"]
+        if not isinstance(text, str) or not text.strip():
+            raise RequestError("ext.rerank.query_context.query_text must be a non-empty string")
+        return text
+    if "query_text_path" in context:
+        path = context["query_text_path"]
+        text = resolve_path(body, path) if isinstance(path, str) else None
+        if not isinstance(text, str) or not text.strip():
+            raise RequestError(f"ext.rerank.query_context.query_text_path {path!r} does not "
+                               "lead to a non-empty string in the request body")
+        return text
+    raise RequestError("ext.rerank.query_context needs query_text or query_text_path")
+
+
+def plan_search(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
+                default_model: str, default_timeout_ms: int) -> PlannedSearch:
+    """Parse a reranked ``_search`` and build its first-stage request.
+
+    ``params`` is the query string as pairs, ``body`` the parsed JSON body ({} when none).
+    URL ``from``/``size`` win over the body's, as in OpenSearch. Raises :class:`RequestError`.
+    """
+    ext = body.get("ext")
+    options = ext.get("rerank", {}) if isinstance(ext, Mapping) else {}
+    if not isinstance(options, Mapping):
+        raise RequestError("ext.rerank must be an object")
+    unknown = set(options) - RERANK_KEYS
+    if unknown:
+        raise RequestError(f"unknown key(s) {sorted(unknown)} in ext.rerank; known: "
+                           f"{sorted(RERANK_KEYS)}")
+    url = dict(params)
+    from_ = _int(url.get("from", body.get("from", 0)), "from", 0, 1_000_000)
+    size = _int(url.get("size", body.get("size", DEFAULT_SIZE)), "size", 0, 1_000_000)
+    model = options.get("model", default_model)
+    if not isinstance(model, str) or not model.strip():
+        raise RequestError("ext.rerank.model must be a non-empty string")
+    explain = options.get("explain", False)
+    if not isinstance(explain, bool):
+        raise RequestError("ext.rerank.explain must be true or false")
+    rerank = RerankRequest(
+        query_text=_query_text(options, body, params),
+        window=_int(options.get("window_size", DEFAULT_WINDOW), "ext.rerank.window_size", 1,
+                    MAX_WINDOW),
+        model=model,
+        timeout_ms=_int(options.get("timeout_ms", default_timeout_ms), "ext.rerank.timeout_ms",
+                        1, MAX_TIMEOUT_MS),
+        explain=explain,
+        from_=from_,
+        size=size,
+    )
+    first = copy.deepcopy(dict(body))
+    if first.get("search_pipeline") == PIPELINE:
+        del first["search_pipeline"]
+    if isinstance(first.get("ext"), dict):
+        first["ext"].pop("rerank", None)
+        if not first["ext"]:
+            del first["ext"]
+    first["from"] = 0
+    first["size"] = rerank.first_stage_size
+    forwarded = [(k, v) for k, v in params
+                 if k not in ("from", "size") and not (k == "search_pipeline" and v == PIPELINE)]
+    return PlannedSearch(rerank, forwarded, first)

@@ -1,0 +1,72 @@
+"""Reranked search and eval on the real index, with the shipped Paraformer weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opensearchpy import OpenSearch
+
+from indexer.article_vectors import index_meta
+from reranker.checkpoint import read_config
+from reranker.registry import SHIPPED_WEIGHTS, checkpoint_path
+from tests.integration.conftest import data_dir, run_cli
+
+
+@pytest.fixture(scope="module")
+def embedded_index(coliee_index: str) -> str:
+    proc = run_cli("embed", "--index", coliee_index, "--model", "paraformer")
+    assert proc.returncode == 0, proc.stderr
+    return coliee_index
+
+
+def test_embed_records_the_model_version_and_is_resumable(client: OpenSearch,
+                                                          embedded_index: str) -> None:
+    version = read_config(checkpoint_path("paraformer"))["model_version"]
+    meta = index_meta(client, embedded_index)
+    assert meta["model_versions"][version]["documents"] == 768
+    doc = client.get(index=embedded_index, id="5", _source=[f"vectors.{version}"])["_source"]
+    record = doc["vectors"][version]
+    assert record["sentences"]["dtype"] == "float16"
+    assert record["sentences"]["shape"] == [3, 384]  # article 5 has three paragraphs
+    again = run_cli("embed", "--index", embedded_index, "--model", "paraformer")
+    assert again.returncode == 0, again.stderr
+    assert "0 computed, 768 already there" in again.stdout
+
+
+def test_reranked_search_explains_with_evidence(embedded_index: str) -> None:
+    proc = run_cli("search", "Can a minor rescind a contract made without the consent of a "
+                   "legal representative?", "--index", embedded_index, "--reranker",
+                   "paraformer", "--k", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    hits = json.loads(proc.stdout)
+    assert len(hits) == 5
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    for hit in hits:
+        assert hit["first_stage_rank"] >= 1
+        weights = [e["weight"] for e in hit["evidence"]]
+        assert weights and abs(sum(weights) - 1.0) < 1e-3  # sparsemax sums to one
+        assert all(0 < w <= 1 for w in weights)
+
+
+def test_eval_with_reranker_reports_its_model_version(embedded_index: str) -> None:
+    queries = data_dir() / "coliee" / "train" / "riteval_R04_en.xml"
+    proc = run_cli("eval", "--queries", str(queries), "--index", embedded_index,
+                   "--reranker", "paraformer", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    config = read_config(checkpoint_path("paraformer"))
+    assert report["model_version"] == config["model_version"]
+    assert report["reranker"] == "paraformer"
+    assert report["queries"] == 101
+    assert 0 <= report["f2"] <= 1 and report["recall@1"] <= report["recall@5"]
+
+
+def test_a_model_without_vectors_in_the_index_is_refused(embedded_index: str) -> None:
+    if not (SHIPPED_WEIGHTS / "attentive-cnn" / "config.json").exists():
+        pytest.skip("no shipped attentive-cnn weights")
+    proc = run_cli("search", "consent", "--index", embedded_index, "--reranker",
+                   "attentive-cnn")
+    assert proc.returncode == 2
+    assert "no article vectors" in proc.stderr and "lexrerank embed" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,122 @@
+"""Per-process cache of loaded models and :class:`RerankService` per (index, model name).
+
+A worker process loads a model once (on the GPU when there is one) and an index's article
+vectors once, then serves every rerank from memory. Models are cached by name, apart from the
+vectors, so a request for an index without matching vectors costs one metadata read, not a
+model load.
+
+Which models a worker may load is bounded: the shipped names, the configured default
+(``LEXRERANK_MODEL``) and ``LEXRERANK_MODELS``. A request cannot make a worker open an
+arbitrary directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from opensearchpy import OpenSearch
+
+from lexrerank.config import Settings, get_settings
+from lexrerank.errors import LexrerankError
+from reranker.registry import MODEL_NAMES
+
+log = logging.getLogger(__name__)
+
+
+def allowed_models(settings: Settings) -> set[str]:
+    """Model names/paths this worker may load."""
+    return {*MODEL_NAMES, settings.default_model, *settings.extra_models}
+
+
+class ServiceCache:
+    """Loaded models and services of this process; thread-safe (the threads pool shares it)."""
+
+    def __init__(self, settings: Settings | None = None,
+                 client: OpenSearch | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._client = client
+        self._models: dict[str, object] = {}
+        self._services: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> OpenSearch:
+        if self._client is None:
+            from lexrerank.opensearch_client import opensearch_client
+
+            self._client = opensearch_client(self.settings)
+        return self._client
+
+    def model(self, name: str):
+        """The reranker ``name`` (loaded on first use, on CUDA + fp16 when available)."""
+        if name not in allowed_models(self.settings):
+            raise LexrerankError(
+                f"model {name!r} is not served by this worker: use one of "
+                f"{', '.join(sorted(allowed_models(self.settings)))} "
+                "(or add it to LEXRERANK_MODELS on the workers)")
+        with self._lock:
+            if name not in self._models:
+                from reranker.checkpoint import load_reranker
+                from reranker.registry import checkpoint_path
+                from worker.device import child_device
+
+                start = time.perf_counter()
+                self._models[name] = load_reranker(checkpoint_path(name),
+                                                   device=child_device())
+                log.info("loaded model %s on %s in %.1fs", name,
+                         getattr(self._models[name], "device", "cpu"),
+                         time.perf_counter() - start)
+            return self._models[name]
+
+    def service(self, index: str, name: str):
+        """The :class:`worker.rerank_service.RerankService` of (index, model name)."""
+        key = (index, name)
+        with self._lock:
+            cached = self._services.get(key)
+        if cached is not None:
+            return cached
+        model = self.model(name)
+        from worker.rerank_service import RerankService
+
+        with self._lock:
+            if key not in self._services:
+                start = time.perf_counter()
+                # Raises LexrerankError when the index holds no vectors of this model version.
+                self._services[key] = RerankService.for_model(self.client, index, model, name)
+                log.info("loaded %d article vectors of %s for %s in %.1fs",
+                         len(self._services[key].cache), index, name,
+                         time.perf_counter() - start)
+            return self._services[key]
+
+    def service_covering(self, index: str, name: str, doc_ids: Sequence[str]):
+        """The service, reloaded once if some ``doc_ids`` are newer than its vector cache."""
+        service = self.service(index, name)
+        if all(d in service.cache for d in doc_ids):
+            return service
+        self.invalidate(index)
+        return self.service(index, name)
+
+    def loaded(self) -> list[list[str]]:
+        """The (index, model) pairs whose services are in memory."""
+        with self._lock:
+            return [list(key) for key in self._services]
+
+    def invalidate(self, index: str) -> None:
+        """Forget the vector caches of ``index`` (after an embed, or when ids are missing)."""
+        with self._lock:
+            for key in [k for k in self._services if k[0] == index]:
+                del self._services[key]
+
+
+_cache: ServiceCache | None = None
+
+
+def process_cache() -> ServiceCache:
+    """This process's cache (created on first use, so a forked child gets its own)."""
+    global _cache
+    if _cache is None:
+        _cache = ServiceCache()
+    return _cache
