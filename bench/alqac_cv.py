@@ -57,7 +57,7 @@ def summarise(rankings: dict[str, list[tuple[str, float]]], cutoffs: dict[str, C
 
 
 def run(folds: int = 5, models: Sequence[str] = ("attentive-cnn",), seed: int = 13,
-        index: str = "alqac", epochs: int = 15) -> dict[str, Any]:
+        index: str = "alqac", epochs: int = 8, negatives: int = 7) -> dict[str, Any]:
     settings = get_settings()
     client = opensearch_client(settings)
     queries = read_queries([settings.data_dir / "alqac2023" / "train.json"])
@@ -80,7 +80,7 @@ def run(folds: int = 5, models: Sequence[str] = ("attentive-cnn",), seed: int = 
             model = build_model(TrainOptions(model=name), articles, train)
             train_reranker(model, build_examples(train, windows, 50), articles,
                            build_examples(dev, windows, WINDOW), epochs=epochs, seed=seed,
-                           show_progress=False)
+                           negatives_per_query=negatives, patience=2, show_progress=False)
             fusion, policy, _ = tune_fusion(dev_windows(model, dev, windows, articles))
             for q, window in zip(test, dev_windows(model, test, windows, articles),
                                  strict=True):
@@ -93,7 +93,7 @@ def run(folds: int = 5, models: Sequence[str] = ("attentive-cnn",), seed: int = 
         "window": WINDOW, "bm25_cutoff": BM25_CUTOFF,
         "results": {name: summarise(rankings[name], cutoffs[name], queries)
                     for name in rankings},
-        "train_seconds": seconds, "device": "cpu",
+        "epochs": epochs, "negatives": negatives, "train_seconds": seconds, "device": "cpu",
     }
 
 
@@ -102,10 +102,12 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--models", default="attentive-cnn")
     parser.add_argument("--index", default="alqac")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--negatives", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.folds, args.models.split(","), index=args.index, epochs=args.epochs)
+    result = run(args.folds, args.models.split(","), index=args.index, epochs=args.epochs,
+                 negatives=args.negatives)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 

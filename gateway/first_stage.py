@@ -1,6 +1,7 @@
 """The lexical first stage: BM25 over caption + body of the statute index.
 
-Query text is only ever used as text to match (a ``match`` query), never as query syntax.
+Query text is only ever used as text to match (a ``match`` query), never as query syntax;
+only its first ``MAX_QUERY_WORDS`` words are searched.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from indexer.templates import CONTENT_FIELD
 from lexrerank.errors import LexrerankError
 
 SOURCE_FIELDS = ["doc_id", "law_id", "article_id", "caption", "text", "sentences", "headings"]
+# A match query makes one clause per analysed term and Lucene refuses more than 1024
+# (indices.query.bool.max_clause_count): longer queries are cut to their first words.
+MAX_QUERY_WORDS = 512
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ def search_bm25(client: OpenSearch, index: str, query_text: str, size: int = 100
     """Top ``size`` BM25 hits for ``query_text``, best first."""
     if not query_text.strip():
         raise LexrerankError("the query is empty: give some text to search for")
+    query_text = " ".join(query_text.split()[:MAX_QUERY_WORDS])
     try:
         resp = client.search(index=index, body=bm25_body(query_text, size))
     except NotFoundError as exc:

@@ -41,16 +41,20 @@ def _page(hits: list[dict[str, Any]], from_: int, size: int) -> list[dict[str, A
 
 def rerank_info(status: str, reason: str | None, model: str, model_version: str | None,
                 window: int, reranked: int, took_ms: Mapping[str, float],
-                worker_ms: float | None = None) -> dict[str, Any]:
+                worker_ms: float | None = None, query_truncated: bool = False
+                ) -> dict[str, Any]:
     """The ``ext.rerank`` block of a response.
 
-    Beyond the contract's keys: ``reranked`` (hits actually reordered) and ``worker_ms`` (the
-    worker's own compute time; the rest of ``took_ms.rerank`` is queueing and transport).
+    Beyond the contract's keys: ``reranked`` (hits actually reordered), ``worker_ms`` (the
+    worker's own compute time; the rest of ``took_ms.rerank`` is queueing and transport) and
+    ``query_truncated`` (the model read only the first tokens of a query longer than its
+    encoder's limit; BM25 still saw all of it).
     """
     return {"status": status, "reason": reason, "model": model, "model_version": model_version,
             "window_size": window, "reranked": reranked,
             "took_ms": {k: round(v, 3) for k, v in took_ms.items()},
-            "worker_ms": None if worker_ms is None else round(worker_ms, 3)}
+            "worker_ms": None if worker_ms is None else round(worker_ms, 3),
+            "query_truncated": query_truncated}
 
 
 def with_ext(response: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

@@ -97,7 +97,7 @@ async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
     worker_ms = (result or {}).get("timing_ms", {}).get("rerank")
     info = rerank_info(status, reason, (result or {}).get("model", opts.model),
                        (result or {}).get("model_version"), opts.window, reranked, took,
-                       worker_ms)
+                       worker_ms, bool((result or {}).get("query_truncated")))
     annotate(index=index, rerank=status, reason=reason, window=opts.window,
              rerank_ms=round(took["rerank"], 2))
     if status == "fallback":

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import RequestError as OSRequestError
 from rich.console import Console
 from rich.table import Table
 
@@ -68,6 +69,9 @@ def main() -> None:
         app(args=expand_via_gateway(sys.argv[1:], get_settings().gateway_url))
     except LexrerankError as exc:
         _fail(str(exc))
+    except OSRequestError as exc:
+        # A 400 from OpenSearch (e.g. a mapping the query does not fit): its reason, one line.
+        _fail(f"OpenSearch rejected the request ({exc.status_code} {exc.error})")
     except OSConnectionError:
         from lexrerank.opensearch_client import unreachable_message
 
@@ -204,6 +208,9 @@ def _search_in_process(name: str, query: str, reranker: str, window: int, k: int
         service = RerankService.load(client, name, reranker)
         by_id = {r["doc_id"]: r for r in rows}
         result = service.rerank(query, [(h.doc_id, h.score) for h in hits[:window]])
+        if result.query_truncated:
+            err.print("note: the query is longer than the model reads; it was reranked on "
+                      "its first part (BM25 used all of it)", highlight=False)
         reranked = [{**by_id[h.doc_id], "rank": i, "score": h.score,
                      "first_stage_rank": h.first_stage_rank, "model_score": h.model_score,
                      "evidence": h.evidence} for i, h in enumerate(result.hits, start=1)]

@@ -186,12 +186,16 @@ def _wait(check: Callable[[], bool], what: str, log: Path, timeout: float) -> No
     raise LexrerankError(f"{what} did not become ready within {timeout:.0f}s; see {log}")
 
 
-def _opensearch_ready(url: str) -> bool:
+def _answers_200(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/_cluster/health", timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status == 200
     except OSError:
         return False
+
+
+def _opensearch_ready(url: str) -> bool:
+    return _answers_200(f"{url}/_cluster/health")
 
 
 def start_opensearch(settings: Settings) -> str:
@@ -277,11 +281,7 @@ def _worker_ready(settings: Settings) -> bool:
 
 
 def _gateway_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_lexrerank/health", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+    return _answers_200(f"{url}/_lexrerank/health")
 
 
 def _start_background(settings: Settings, name: str, args: list[str]) -> subprocess.Popen:

@@ -70,3 +70,21 @@ def test_a_model_without_vectors_in_the_index_is_refused(embedded_index: str) ->
     assert proc.returncode == 2
     assert "no article vectors" in proc.stderr and "lexrerank embed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_empty_and_huge_queries(embedded_index: str) -> None:
+    empty = run_cli("search", "   ", "--index", embedded_index, "--reranker", "paraformer")
+    assert empty.returncode == 2 and "query is empty" in empty.stderr
+    # ~3,000 words: far beyond MiniLM's 256 tokens. BM25 reads all of it, the model its start.
+    huge = "Can a minor rescind a contract concluded without consent? " * 300
+    proc = run_cli("search", huge, "--index", embedded_index, "--reranker", "paraformer",
+                   "--k", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "first part" in proc.stderr
+    assert len(json.loads(proc.stdout)) == 3
+
+
+def test_unknown_reranker_is_a_clear_error(embedded_index: str) -> None:
+    proc = run_cli("search", "consent", "--index", embedded_index, "--reranker", "bm42")
+    assert proc.returncode == 2
+    assert "unknown reranker 'bm42'" in proc.stderr and "paraformer" in proc.stderr
