@@ -40,6 +40,7 @@ from gateway.first_stage import bm25_body
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 from lexrerank.evaluation import percentile
+from lexrerank.stack import gateway_ready
 from reranker.datasets import read_queries
 
 COLIEE_YEARS = tuple(f"H{n}" for n in range(18, 31)) + ("R01", "R02", "R03", "R04")
@@ -93,14 +94,8 @@ class _Services:
         gateway = self._spawn("gateway", ["serve", "--port", port, "--log-level", "warning"])
         worker = self._spawn("worker", ["worker", "--hostname", self.node,
                                         "--queues", self.env["LEXRERANK_RERANK_QUEUE"]])
-        _wait(self._gateway_ready, gateway, "gateway", self.logs / "gateway.log")
+        _wait(lambda: gateway_ready(self.url), gateway, "gateway", self.logs / "gateway.log")
         _wait(self._worker_ready, worker, "worker", self.logs / "worker.log")
-
-    def _gateway_ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/_lexrerank/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def _worker_ready(self) -> bool:
         from worker.celery_app import make_app, serving

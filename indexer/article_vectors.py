@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -57,12 +57,18 @@ def record_model_version(client: OpenSearch, index: str, model: Reranker, count:
         "_meta": {"lexrerank": {**meta, "model_versions": versions}}})
 
 
-def _pending(client: OpenSearch, index: str, version: str) -> Iterator[tuple[str, list[str]]]:
-    for doc in scan(client, index=index, query={"query": {"match_all": {}}},
-                    _source=["sentences", f"vectors.{version}.model_version"], size=500):
-        src = doc["_source"]
+def _lacking(docs: Iterable[dict[str, Any]], version: str) -> Iterator[tuple[str, list[str]]]:
+    """(id, sentences) of the fetched documents that hold no vectors of ``version``."""
+    for doc in docs:
+        src = doc.get("_source") or {}
         if src.get("vectors", {}).get(version) is None:
             yield doc["_id"], src.get("sentences") or []
+
+
+def _pending(client: OpenSearch, index: str, version: str) -> Iterator[tuple[str, list[str]]]:
+    return _lacking(scan(client, index=index, query={"query": {"match_all": {}}},
+                         _source=["sentences", f"vectors.{version}.model_version"], size=500),
+                    version)
 
 
 def _pending_ids(client: OpenSearch, index: str, version: str, ids: Sequence[str],
@@ -72,13 +78,8 @@ def _pending_ids(client: OpenSearch, index: str, version: str, ids: Sequence[str
     for i in range(0, len(unique), chunk):
         resp = client.mget(index=index, body={"ids": unique[i:i + chunk]},
                            _source_includes=["sentences", f"vectors.{version}.model_version"])
-        for doc in resp["docs"]:
-            if not doc.get("found"):
-                missing.append(doc["_id"])
-                continue
-            src = doc.get("_source") or {}
-            if src.get("vectors", {}).get(version) is None:
-                yield doc["_id"], src.get("sentences") or []
+        missing.extend(doc["_id"] for doc in resp["docs"] if not doc.get("found"))
+        yield from _lacking((doc for doc in resp["docs"] if doc.get("found")), version)
 
 
 def embed_index(client: OpenSearch, index: str, model: Reranker, batch_size: int = 128,

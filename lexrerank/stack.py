@@ -280,7 +280,8 @@ def _worker_ready(settings: Settings) -> bool:
     return serving(make_app(settings), settings.rerank_queue, timeout_s=1.0) is not None
 
 
-def _gateway_ready(url: str) -> bool:
+def gateway_ready(url: str) -> bool:
+    """The gateway at ``url`` answers its own health route with 200."""
     return _answers_200(f"{url}/_lexrerank/health")
 
 
@@ -313,13 +314,13 @@ def start_worker(settings: Settings) -> str:
 def start_gateway(settings: Settings) -> str:
     """The gateway on ``LEXRERANK_GATEWAY_URL`` (default 127.0.0.1:8000)."""
     url = settings.gateway_url.rstrip("/")
-    if _gateway_ready(url):
+    if gateway_ready(url):
         return "already running"
     where = urllib.parse.urlsplit(url)
     proc = _start_background(settings, "gateway", [
         "serve", "--host", where.hostname or "127.0.0.1", "--port", str(where.port or 8000)])
     log = settings.cache_dir / "run" / "gateway.log"
-    _wait(lambda: _gateway_ready(url) or proc.poll() is not None, "the gateway", log, 60)
+    _wait(lambda: gateway_ready(url) or proc.poll() is not None, "the gateway", log, 60)
     if proc.poll() is not None:
         raise LexrerankError(f"the gateway exited with code {proc.returncode}; see {log}")
     return f"started (pid {proc.pid}, {url}, log {log})"
@@ -396,7 +397,7 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
                          run / "worker.pid",
                          lambda: redis_detail == "running" and _worker_ready(settings)),
         _optional_status("gateway", settings.gateway_url, run / "gateway.pid",
-                         lambda: _gateway_ready(settings.gateway_url.rstrip("/"))),
+                         lambda: gateway_ready(settings.gateway_url.rstrip("/"))),
     ]
 
 

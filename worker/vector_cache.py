@@ -42,15 +42,6 @@ class ArticleVectorCache:
                 f"{self.model_version} (e.g. {missing[0]!r}); run `lexrerank embed`")
         return [self._entries[d] for d in doc_ids]
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the vector arrays (sentences' text not counted)."""
-        total = 0
-        for side, _ in self._entries.values():
-            total += side.nbytes if hasattr(side, "nbytes") else (
-                side.vector.nbytes + side.sentence_weights.nbytes)
-        return total
-
     @classmethod
     def load(cls, client: OpenSearch, index: str, model: Reranker,
              show_progress: bool = False) -> ArticleVectorCache:

@@ -16,6 +16,7 @@ from opensearchpy import OpenSearch
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 from lexrerank.opensearch_client import opensearch_client
+from lexrerank.stack import gateway_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,12 +178,7 @@ class Stack:
             return False
 
     def gateway_ready(self) -> bool:
-        import httpx
-
-        try:
-            return httpx.get(f"{self.url}/_lexrerank/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return gateway_ready(self.url)
 
     def start_worker(self) -> None:
         self.worker.start()
