@@ -439,35 +439,13 @@ def train(
     print(json.dumps(summary))
 
 
-BENCH_SUITES = ("rerank", "pipeline")
+def _register_bench() -> None:
+    from bench.cli import bench_app
+
+    app.add_typer(bench_app, name="bench")
 
 
-@app.command()
-def bench(
-    suite: Annotated[str, typer.Argument(help="rerank | pipeline")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    window: WindowOpt = 100,
-    queries: Annotated[int, typer.Option(min=1, help="Queries to time.")] = 200,
-    model: Annotated[str, typer.Option(help="paraformer, attentive-cnn or a checkpoint.")]
-    = "paraformer",
-    index_name: IndexOpt = None,
-) -> None:
-    """Run a benchmark suite on this machine and print its figures."""
-    if suite not in BENCH_SUITES:
-        raise LexrerankError(f"unknown suite {suite!r}; available: {', '.join(BENCH_SUITES)}")
-    if suite == "pipeline":
-        from bench import pipeline as suite_module
-    else:
-        from bench import rerank as suite_module
-
-    result = suite_module.run(window=window, queries=queries, model=model, index=index_name)
-    if as_json:
-        print(json.dumps(result))
-        return
-    table = Table("figure", "value", title=f"bench {suite}")
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    out.print(table)
+_register_bench()
 
 
 if __name__ == "__main__":  # pragma: no cover
