@@ -56,9 +56,68 @@ def rerank(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOp
 
 @bench_app.command()
 def pipeline(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOpt = 200,
-             model: ModelOpt = "paraformer", index_name: IndexOpt = None) -> None:
+             model: ModelOpt = "paraformer", index_name: IndexOpt = None,
+             worker_processes: Annotated[int, typer.Option(
+                 min=1, help="Processes of the bench's rerank worker.")] = 1) -> None:
     """Latency of BM25 direct, BM25 through the gateway, and the reranked path (c1, c8)."""
     from bench import pipeline as suite
 
-    report("pipeline", suite.run(window=window, queries=queries, model=model, index=index_name),
-           as_json)
+    report("pipeline", suite.run(window=window, queries=queries, model=model, index=index_name,
+                                 worker_processes=worker_processes), as_json)
+
+
+@bench_app.command("reindex")
+def reindex_suite(
+    as_json: JsonOpt = False,
+    articles: Annotated[int, typer.Option(min=1, help="Articles in the generated corpus.")]
+    = 100_000,
+    model: ModelOpt = "paraformer",
+    chunk_size: Annotated[int, typer.Option(min=1, help="Articles per embed task.")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    keep_index: Annotated[bool, typer.Option(help="Keep the bench index afterwards.")] = False,
+) -> None:
+    """A reindex job on a generated scale corpus: bulk docs/s, embed vs bare encode, memory."""
+    from bench import reindex as suite
+
+    report("reindex", suite.run(articles=articles, model=model, chunk_size=chunk_size,
+                                concurrency=concurrency, keep_index=keep_index), as_json)
+
+
+@bench_app.command()
+def load(
+    as_json: JsonOpt = False,
+    concurrency: Annotated[str, typer.Option(help="Comma list of client counts.")]
+    = "1,4,16,32",
+    queries: QueriesOpt = 200, window: WindowOpt = 100, model: ModelOpt = "paraformer",
+    index_name: IndexOpt = None,
+    timeout_ms: Annotated[int | None, typer.Option(
+        min=1, help="Rerank deadline (default: LEXRERANK_RERANK_TIMEOUT_MS).")] = None,
+) -> None:
+    """Throughput, p50/p95/p99, errors and fallbacks of BM25 (direct, via the gateway) and
+    the reranked path at several concurrency levels."""
+    from bench import load as suite
+
+    levels = tuple(int(c) for c in concurrency.split(",") if c.strip())
+    report("load", suite.run(concurrency=levels, queries=queries, window=window, model=model,
+                             index=index_name, timeout_ms=timeout_ms), as_json)
+
+
+@bench_app.command()
+def faults(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short phases (seconds each).")]
+    = False,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Comma list: worker_kill, redis_stop, worker_slow, opensearch_stop, "
+                       "reindex_kill (default: all).")] = None,
+    model: ModelOpt = "paraformer", index_name: IndexOpt = None,
+    timeout_ms: Annotated[int | None, typer.Option(
+        min=1, help="Rerank deadline (default: LEXRERANK_RERANK_TIMEOUT_MS).")] = None,
+) -> None:
+    """Worker kill, Redis stop, slow worker, OpenSearch stop, reindex kill under a steady load
+    through a private gateway: 5xx, fallbacks, p95, recovery, documents lost."""
+    from bench import faults as suite
+
+    chosen = tuple(f.strip() for f in only.split(",") if f.strip()) if only else suite.FAULTS
+    report("faults", suite.run(quick=quick, faults=chosen, model=model, index=index_name,
+                               timeout_ms=timeout_ms), as_json)

@@ -1,11 +1,14 @@
 """`lexrerank bench pipeline`: latency of the whole serving path, sequential and concurrent.
 
-Starts its own worker (prefork, one process: the CPU default) and gateway on a free loopback
-port, on private queue names of the configured Redis, then for 1 and for 8 concurrent clients
-(``c1``, ``c8``) times the same COLIEE queries (``size=10``) three ways:
+Starts its own worker (prefork, ``--worker-processes``, default one: the CPU default) and
+gateway on a free loopback port, on private queue names of the configured Redis, then for 1
+and for 8 concurrent clients (``c1``, ``c8``) times the same COLIEE queries (``size=10``)
+three ways:
 
 - ``bm25_direct``: straight to OpenSearch;
-- ``bm25_gateway``: through the gateway, no pipeline (the proxy's overhead);
+- ``bm25_gateway``: through the gateway, no pipeline (the proxy's overhead). The two are
+  paired: each query goes both ways back to back (alternating which first), so a noisy
+  machine slows both alike; ``gateway_overhead_ratio`` is their p50 ratio;
 - ``reranked``: ``search_pipeline=lexrerank`` at ``window_size`` (first stage of ``window``
   hits, rerank on the worker, merge), under the configured deadline
   (``LEXRERANK_RERANK_TIMEOUT_MS``): answers that fell back are counted in ``fallbacks``
@@ -14,20 +17,17 @@ port, on private queue names of the configured Redis, then for 1 and for 8 concu
 ``worker_ms`` is the worker's own time per rerank (encode + gather + score + fuse), from the
 task result; the rest of ``reranked`` is queueing, Redis, the first stage and the merge.
 ``encode_ms`` is the query encoder alone, timed in this process with the same number of
-concurrent callers (on a small CPU, 8 concurrent encodes contend for the cores). Phases run
-one after another, never overlapping. Prints one JSON object.
+concurrent callers (on a small CPU, 8 concurrent encodes contend for the cores). The BM25
+pair, the reranked phase and the encode phase run one after another, never overlapping.
+Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,109 +36,16 @@ from typing import Any
 
 import httpx
 
+from bench.services import Services, run_clients, run_paired_clients
 from gateway.first_stage import bm25_body
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 from lexrerank.evaluation import percentile
-from lexrerank.stack import gateway_ready
 from reranker.datasets import read_queries
 
 COLIEE_YEARS = tuple(f"H{n}" for n in range(18, 31)) + ("R01", "R02", "R03", "R04")
 CONCURRENCY = (1, 8)
 PAGE_SIZE = 10
-READY_S = 180
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(check: Callable[[], bool], proc: subprocess.Popen, what: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LexrerankError(f"{what} exited with {proc.returncode}; see {log}")
-        if check():
-            return
-        time.sleep(0.5)
-    raise LexrerankError(f"{what} not ready after {READY_S}s; see {log}")
-
-
-class _Services:
-    """A private worker + gateway, stopped by their own pids."""
-
-    def __init__(self, model: str, index: str, logs: Path) -> None:
-        tag = uuid.uuid4().hex[:8]
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "LEXRERANK_MODEL": model,
-                    "LEXRERANK_INDEX": index, "LEXRERANK_RERANK_QUEUE": f"bench-rerank-{tag}",
-                    "LEXRERANK_EMBED_QUEUE": f"bench-embed-{tag}"}
-        self.node = f"bench-{tag}@{socket.gethostname()}"
-        self.logs = logs
-        self.procs: list[subprocess.Popen] = []
-
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "lexrerank", *args], env=self.env,
-                                    stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=REPO,
-                                    start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def start(self) -> None:
-        port = self.url.rsplit(":", 1)[1]
-        gateway = self._spawn("gateway", ["serve", "--port", port, "--log-level", "warning"])
-        worker = self._spawn("worker", ["worker", "--hostname", self.node,
-                                        "--queues", self.env["LEXRERANK_RERANK_QUEUE"]])
-        _wait(lambda: gateway_ready(self.url), gateway, "gateway", self.logs / "gateway.log")
-        _wait(self._worker_ready, worker, "worker", self.logs / "worker.log")
-
-    def _worker_ready(self) -> bool:
-        from worker.celery_app import make_app, serving
-
-        queue = self.env["LEXRERANK_RERANK_QUEUE"]
-        return serving(make_app(), queue, timeout_s=1.0) is not None
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-        from worker.celery_app import delete_queues, make_app
-
-        delete_queues(make_app(), [self.env["LEXRERANK_RERANK_QUEUE"],
-                                   self.env["LEXRERANK_EMBED_QUEUE"]])
-
-
-def _run(concurrency: int, texts: list[str], call: Callable[[httpx.Client, str], Any]
-         ) -> tuple[list[float], list[Any], int]:
-    """Send every text once with ``concurrency`` clients; latencies (ms), results, errors."""
-    def one(client: httpx.Client, text: str) -> tuple[float, Any]:
-        start = time.perf_counter()
-        try:
-            result = call(client, text)
-        except (httpx.HTTPError, ValueError, KeyError):
-            result = None
-        return (time.perf_counter() - start) * 1000, result
-
-    chunks = [texts[i::concurrency] for i in range(concurrency)]
-
-    def client_loop(chunk: list[str]) -> list[tuple[float, Any]]:
-        with httpx.Client(timeout=30) as client:
-            return [one(client, text) for text in chunk]
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        done = [item for part in pool.map(client_loop, chunks) for item in part]
-    ms = [m for m, r in done if r is not None]
-    return ms, [r for _, r in done if r is not None], sum(1 for _, r in done if r is None)
 
 
 def _search(url: str, index: str, params: dict[str, str],
@@ -162,7 +69,7 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def run(window: int = 100, queries: int = 200, model: str = "paraformer",
-        index: str | None = None) -> dict[str, Any]:
+        index: str | None = None, worker_processes: int = 1) -> dict[str, Any]:
     settings = get_settings()
     index = index or settings.index
     data = settings.data_dir / "coliee" / "train"
@@ -181,9 +88,10 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
                               "timeout_ms": settings.rerank_timeout_ms,
                               "device": str(getattr(reranker, "device", "cpu")),
                               "cpus": os.cpu_count(),
-                              "torch_threads": torch_threads()}
+                              "torch_threads": torch_threads(),
+                              "worker_processes": worker_processes}
     with tempfile.TemporaryDirectory(prefix="lexrerank-bench-") as tmp:
-        services = _Services(model, index, Path(tmp))
+        services = Services(model, index, Path(tmp), worker_processes=worker_processes)
         services.start()
         try:
             direct = _search(settings.opensearch_url, index, {})
@@ -192,7 +100,7 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
                                lambda t: {"rerank": {"query_context": {"query_text": t},
                                                      "window_size": window}})
             for call in (direct, gateway, reranked):  # warm-up: connections, lazy init
-                _run(1, texts[:5], call)
+                run_clients(1, texts[:5], call)
             for c in CONCURRENCY:
                 result[f"c{c}"] = _phase(c, texts, direct, gateway, reranked, reranker)
         finally:
@@ -202,9 +110,9 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
 
 def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, reranked: Callable,
            reranker: Any) -> dict[str, Any]:
-    direct_ms, _, direct_err = _run(c, texts, direct)
-    gateway_ms, _, gateway_err = _run(c, texts, gateway)
-    reranked_ms, infos, reranked_err = _run(c, texts, reranked)
+    # Paired: each query goes straight to OpenSearch and through the gateway back to back.
+    direct_ms, gateway_ms, bm25_err = run_paired_clients(c, texts, direct, gateway)
+    reranked_ms, infos, reranked_err = run_clients(c, texts, reranked)
     fallbacks = sum(1 for info in infos if info.get("status") != "ok")
     # Reasons grouped by kind (the milliseconds in them made every one unique).
     reasons = Counter(re.sub(r"\d+", "N", info.get("reason") or "") for info in infos
@@ -217,7 +125,9 @@ def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, rerank
         stats[f"{name}_ms_p50"], stats[f"{name}_ms_p95"] = _stats(values)
     worker = [info["worker_ms"] for info in infos if info.get("worker_ms") is not None]
     stats["worker_ms_p50"], stats["worker_ms_p95"] = _stats(worker)
-    stats.update(errors=direct_err + gateway_err + reranked_err, fallbacks=fallbacks,
+    stats["gateway_overhead_ratio"] = round(percentile(gateway_ms, 50)
+                                            / percentile(direct_ms, 50), 3)
+    stats.update(errors=bm25_err + reranked_err, fallbacks=fallbacks,
                  fallback_reasons=dict(reasons))
     return stats
 

@@ -6,6 +6,8 @@ Routes:
   ``"search_pipeline"`` in the body, or the index listed in
   ``LEXRERANK_DEFAULT_PIPELINE_INDEXES``): :mod:`gateway.rerank_pipeline`;
 - ``GET /_lexrerank/health``: the gateway's own readiness (``GET /`` is OpenSearch's);
+- ``GET /_lexrerank/ui/`` and ``/_lexrerank/ui/ops``: the search and ops pages
+  (:mod:`gateway.pages`);
 - everything else: passed through to OpenSearch unchanged (:mod:`gateway.proxy`).
 
 Run it with ``lexrerank serve`` (uvicorn; ``create_app`` is the factory).
@@ -13,18 +15,23 @@ Run it with ``lexrerank serve`` (uvicorn; ``create_app`` is the factory).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.proxy import opensearch_error, proxy, upstream_client
+from gateway.auth import ApiKeyMiddleware
+from gateway.limits import BodyError, BodyLimitMiddleware, Limits, parse_search_body
+from gateway.metrics import MetricsMiddleware
+from gateway.opensearch_upstream import OpenSearchUpstream
+from gateway.ops import add_ops_routes
+from gateway.pages import add_pages
+from gateway.proxy import opensearch_error, proxy, proxy_asgi, read_body
 from gateway.request_log import RequestIdMiddleware, annotate, setup_logging
 from gateway.rerank_client import RerankClient
 from gateway.rerank_pipeline import run_pipeline
@@ -40,33 +47,40 @@ from lexrerank.config import Settings, get_settings
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
 
 
-def create_app(settings: Settings | None = None, *, upstream: httpx.AsyncClient | None = None,
-               workers: RerankClient | None = None) -> FastAPI:
+# Paths the gateway answers itself; every other path belongs to OpenSearch.
+GATEWAY_PATHS = ("/_lexrerank/", "/healthz", "/readyz", "/metrics")
+
+
+def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream | None = None,
+               workers: RerankClient | None = None) -> ASGIApp:
     """The gateway application for ``settings`` (default: the environment now).
 
-    ``upstream`` (the OpenSearch client) and ``workers`` replace the real ones in unit tests.
+    ``upstream`` (the OpenSearch pool) and ``workers`` replace the real ones in unit tests.
+    The answer is the middleware chain around :class:`PlainProxyFastPath`, which sends plain
+    OpenSearch requests straight through and everything else to the FastAPI routes below.
     """
     settings = settings or get_settings()
     setup_logging(os.environ.get("LEXRERANK_LOG_LEVEL", "info"))
+    opensearch = upstream or OpenSearchUpstream(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.upstream = upstream or upstream_client(settings)
         app.state.workers = workers or RerankClient(settings)
         try:
             yield
         finally:
-            await app.state.upstream.aclose()
+            await opensearch.aclose()
             await app.state.workers.aclose()
 
     app = FastAPI(title="lexrerank gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.add_middleware(RequestIdMiddleware)
+    app.state.upstream = opensearch
+    limits = Limits.from_settings(settings)
 
     @app.get("/_lexrerank/health")
     async def health(request: Request) -> JSONResponse:
         """200 when OpenSearch answers (Redis is reported; without it searches fall back)."""
-        opensearch = await _opensearch_up(request, settings)
+        opensearch = await request.app.state.upstream.ping()
         redis_up = await request.app.state.workers.ping()
         body = {"status": "ok" if opensearch else "unavailable", "opensearch": opensearch,
                 "redis": redis_up, "opensearch_url": settings.opensearch_url}
@@ -79,10 +93,11 @@ def create_app(settings: Settings | None = None, *, upstream: httpx.AsyncClient 
         raw = await request.body()
         params = list(request.query_params.multi_items())
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            if names_pipeline(params, {}):
-                return opensearch_error(400, "parse_exception", f"body is not JSON: {exc}")
+            body = parse_search_body(raw, limits.max_json_depth)
+        except BodyError as exc:
+            parsed = exc.parsed if isinstance(exc.parsed, dict) else {}
+            if names_pipeline(params, parsed):
+                return exc.response()
             return await proxy(request, upstream, settings, body=raw)  # OpenSearch says why
         if not isinstance(body, dict):
             body = {}
@@ -95,7 +110,7 @@ def create_app(settings: Settings | None = None, *, upstream: httpx.AsyncClient 
         if problem is None:
             try:
                 plan = plan_search(params, body, settings.default_model,
-                                   settings.rerank_timeout_ms)
+                                   settings.rerank_timeout_ms, limits)
             except RequestError as exc:
                 problem = str(exc)
         if plan is not None and plan.rerank.query_text is None:
@@ -110,19 +125,78 @@ def create_app(settings: Settings | None = None, *, upstream: httpx.AsyncClient 
         return await run_pipeline(request, index, plan, upstream, request.app.state.workers,
                                   settings, started)
 
+    add_pages(app)  # before the catch-all proxy: /_lexrerank/ui/ is ours
+    add_ops_routes(app, settings)  # /metrics, /healthz, /readyz, /_lexrerank/ops
+
+    @app.api_route("/_lexrerank/{rest:path}", methods=ALL_METHODS)
+    async def unknown_gateway_path(rest: str) -> Response:
+        # The gateway's own namespace: a typo here is ours to answer, never OpenSearch's.
+        return opensearch_error(404, "resource_not_found_exception",
+                                f"the gateway has no /_lexrerank/{rest}; see docs/ops.md")
+
     @app.api_route("/{path:path}", methods=ALL_METHODS)
     async def passthrough(path: str, request: Request) -> Response:
         return await proxy(request, request.app.state.upstream, settings)
 
-    return app
+    served: ASGIApp = PlainProxyFastPath(app, opensearch, settings)
+    # Innermost first: body limits, API keys, request ids (every answer carries one), and
+    # metrics outermost (counts every answer, 401s included). They wrap the fast path too.
+    served = BodyLimitMiddleware(served, limits=limits)
+    served = ApiKeyMiddleware(served, keys=settings.api_keys,
+                              exempt_paths=settings.auth_exempt_paths)
+    served = RequestIdMiddleware(served)
+    return MetricsMiddleware(served)
 
 
-async def _opensearch_up(request: Request, settings: Settings) -> bool:
-    auth = None
-    if settings.opensearch_user:
-        auth = (settings.opensearch_user, settings.opensearch_password or "")
-    try:
-        resp = await request.app.state.upstream.get("/", auth=auth, timeout=2.0)
-    except httpx.HTTPError:
-        return False
-    return resp.status_code == 200
+class PlainProxyFastPath:
+    """ASGI: OpenSearch requests that need nothing from the gateway skip the router.
+
+    A ``_search`` may name the pipeline only in its query string or its body, so one that
+    mentions ``search_pipeline`` in neither (and has no JSON escapes that could spell it, and
+    no pipeline by default for its index) is plain; so is any other OpenSearch path. Plain
+    requests go straight to :func:`gateway.proxy.proxy_asgi`, everything else to ``app``
+    with the body it already read. Saves the router, the Request object and a JSON parse on
+    the path every non-reranked request takes.
+    """
+
+    def __init__(self, app: ASGIApp, upstream: OpenSearchUpstream, settings: Settings) -> None:
+        self.app, self.upstream, self.settings = app, upstream, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(GATEWAY_PATHS):
+            await self.app(scope, receive, send)
+            return
+        index = _search_index(scope)
+        if index is None:
+            await proxy_asgi(scope, receive, send, self.upstream, self.settings)
+            return
+        body = await read_body(receive)
+        if (b"search_pipeline" in scope.get("query_string", b"") or b"search_pipeline" in body
+                or b"\\u" in body or index in self.settings.default_pipeline_indexes):
+            await self.app(scope, _replay(body, receive), send)
+            return
+        await proxy_asgi(scope, receive, send, self.upstream, self.settings, body)
+
+
+def _search_index(scope: Scope) -> str | None:
+    """The index of a ``GET|POST /{index}/_search`` request (None for any other request)."""
+    if scope["method"] not in ("GET", "POST"):
+        return None
+    parts = scope["path"].split("/")
+    if len(parts) != 3 or parts[2] != "_search" or not parts[1]:
+        return None
+    return parts[1]
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the already read ``body`` over once, then the real one's."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # only the disconnect is left
+
+    return replay

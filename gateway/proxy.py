@@ -1,23 +1,28 @@
-"""Transparent pass-through to OpenSearch: every path and method, bodies streamed both ways.
+"""Transparent pass-through to OpenSearch: every path and method, at the ASGI level.
 
-Method, path, query string, body and headers (content-type, authorization, ...) go upstream
-unchanged except hop-by-hop headers; status, headers and body come back unchanged (raw bytes,
-so a compressed answer stays compressed and its content-length stays right). Only the
-client's own credentials are forwarded: the gateway never lends its configured ones to a
-proxied request. OpenSearch unreachable -> 503, upstream timeout -> 504, both in OpenSearch's
-error shape.
+Method, path and query (as the client encoded them), body and headers (content-type,
+authorization, ...) go upstream unchanged except hop-by-hop headers; status, headers and body
+come back unchanged (raw bytes, so a compressed answer stays compressed). Only the client's
+own credentials are forwarded: the gateway never lends its configured ones to a proxied
+request. OpenSearch unreachable -> 503, upstream timeout -> 504, both in OpenSearch's error
+shape.
+
+Small bodies (one ASGI message; a declared length up to :data:`BUFFER_LIMIT` for answers)
+are passed as one buffer, which is the cheap path every search takes; larger ones (bulk
+loads, scrolls) are streamed both ways, so memory stays bounded.
 """
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable
 
-import httpx
-from starlette.background import BackgroundTask
+import aiohttp
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
+from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
 from lexrerank.config import Settings
 
 # RFC 9110 hop-by-hop headers, plus ones the HTTP layers on each side set themselves.
@@ -25,34 +30,9 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "transfer-encoding", "upgrade", "host", "x-request-id",
 })
-CONNECT_TIMEOUT_S = 2.0
-READ_TIMEOUT_S = 300.0  # admin calls (force merge, big bulks) are slow; the client decides
-
-
-def upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None
-                    ) -> httpx.AsyncClient:
-    """A pooled async client for OpenSearch (TLS options from the settings).
-
-    ``transport`` replaces the network (unit tests pass an ``httpx.MockTransport``).
-    """
-    verify: bool | ssl.SSLContext = settings.opensearch_verify_certs
-    if settings.opensearch_url.startswith("https") and settings.opensearch_ca_certs:
-        verify = ssl.create_default_context(cafile=settings.opensearch_ca_certs)
-    client = httpx.AsyncClient(
-        base_url=settings.opensearch_url,
-        verify=verify,
-        timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S, pool=10.0),
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        # Bodies are passed as they are: never decompress, never follow redirects.
-        follow_redirects=False,
-        trust_env=False,
-        transport=transport,
-    )
-    # httpx adds Accept, Accept-Encoding and User-Agent to every request; a proxy must send
-    # the client's own (an Accept-Encoding the client never sent would get it gzip back).
-    for name in ("accept", "accept-encoding", "user-agent"):
-        client.headers.pop(name, None)
-    return client
+_HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
+BUFFER_LIMIT = 1 << 20
+STREAM_CHUNK = 1 << 16
 
 
 def forward_headers(headers: Iterable[tuple[str, str]], *, keep_length: bool = True
@@ -62,6 +42,27 @@ def forward_headers(headers: Iterable[tuple[str, str]], *, keep_length: bool = T
             if k.lower() not in HOP_BY_HOP and (keep_length or k.lower() != "content-length")]
 
 
+def _request_headers(scope: Scope) -> list[tuple[str, str]]:
+    # Content-length is the upstream client's to set (it may stream the body instead).
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+            if k not in _HOP_BY_HOP_BYTES and k != b"content-length"]
+
+
+def _answer_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower(), v) for k, v in raw if k.lower() not in _HOP_BY_HOP_BYTES]
+
+
+def raw_target(scope: Scope) -> str:
+    """The request's path and query exactly as the client encoded them.
+
+    Starlette's ``url.path`` is percent-decoded: a document id ``a/b`` sent as ``a%2Fb``
+    would reach OpenSearch as two path segments. The raw bytes go upstream instead.
+    """
+    path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string") or b""
+    return (path + (b"?" + query if query else b"")).decode("latin-1")
+
+
 def opensearch_error(status: int, error_type: str, reason: str) -> JSONResponse:
     """An error in OpenSearch's own shape."""
     cause = {"type": error_type, "reason": reason}
@@ -69,9 +70,11 @@ def opensearch_error(status: int, error_type: str, reason: str) -> JSONResponse:
                         status_code=status)
 
 
-def upstream_failure(exc: httpx.HTTPError, settings: Settings) -> JSONResponse:
+def upstream_failure(exc: BaseException, settings: Settings) -> JSONResponse:
     """503 (unreachable) or 504 (timed out) for a failed upstream call."""
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+    connecting = isinstance(exc, (aiohttp.ClientConnectorError,
+                                  aiohttp.ConnectionTimeoutError))
+    if not connecting and isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return opensearch_error(504, "gateway_timeout_exception",
                                 f"OpenSearch at {settings.opensearch_url} did not answer in "
                                 f"time: {type(exc).__name__}")
@@ -80,32 +83,83 @@ def upstream_failure(exc: httpx.HTTPError, settings: Settings) -> JSONResponse:
                             f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
-def raw_url(request: Request) -> httpx.URL:
-    """The request's path and query exactly as the client encoded them.
+async def _rest_of_body(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
+    yield first
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
-    Starlette's ``url.path`` is percent-decoded: a document id ``a/b`` sent as ``a%2Fb``
-    would reach OpenSearch as two path segments. The raw bytes go upstream instead.
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (callers bound it: see gateway.limits)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def proxy_asgi(scope: Scope, receive: Receive, send: Send, upstream: OpenSearchUpstream,
+                     settings: Settings, body: bytes | None = None) -> None:
+    """Forward the request in ``scope`` to OpenSearch and send the answer back unchanged.
+
+    ``body`` is the request body when the caller has already read it from ``receive``.
     """
-    raw = request.scope.get("raw_path") or request.url.path.encode()
-    query = request.scope.get("query_string") or b""
-    return httpx.URL(raw_path=raw + (b"?" + query if query else b""))
-
-
-async def proxy(request: Request, upstream: httpx.AsyncClient, settings: Settings,
-                body: bytes | None = None) -> Response:
-    """Forward ``request`` to OpenSearch and stream the answer back unchanged.
-
-    ``body`` replaces the request body when the caller has already read it.
-    """
-    content = body if body is not None else request.stream()
-    outgoing = upstream.build_request(
-        request.method, raw_url(request), headers=forward_headers(request.headers.items(),
-                                                     keep_length=body is None),
-        content=content)
+    if body is None:
+        first = await receive()
+        chunk = first.get("body", b"") if first["type"] == "http.request" else b""
+        content = (_rest_of_body(chunk, receive) if first.get("more_body", False)
+                   else chunk)
+    else:
+        content = body
     try:
-        answer = await upstream.send(outgoing, stream=True)
-    except httpx.HTTPError as exc:
-        return upstream_failure(exc, settings)
-    return StreamingResponse(answer.aiter_raw(), status_code=answer.status_code,
-                             headers=dict(forward_headers(answer.headers.items())),
-                             background=BackgroundTask(answer.aclose))
+        answer = await upstream.open(scope["method"], raw_target(scope), _request_headers(scope),
+                                     content or None)
+    except UPSTREAM_ERRORS as exc:
+        await upstream_failure(exc, settings)(scope, receive, send)
+        return
+    try:
+        headers = _answer_headers(answer.raw_headers)
+        length = answer.content_length
+        if length is not None and length <= BUFFER_LIMIT:
+            data = await answer.read()
+            await send({"type": "http.response.start", "status": answer.status,
+                        "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+            return
+        await send({"type": "http.response.start", "status": answer.status,
+                    "headers": headers})
+        async for chunk in answer.content.iter_chunked(STREAM_CHUNK):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        answer.release()
+
+
+class ProxyResponse(Response):
+    """A route's answer that is OpenSearch's answer to the same request (streamed through)."""
+
+    def __init__(self, upstream: OpenSearchUpstream, settings: Settings,
+                 body: bytes | None) -> None:
+        super().__init__()  # status and headers come from OpenSearch in __call__
+        self.upstream, self.settings, self.request_body = upstream, settings, body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await proxy_asgi(scope, receive, send, self.upstream, self.settings, self.request_body)
+
+
+async def proxy(request: Request, upstream: OpenSearchUpstream, settings: Settings,
+                body: bytes | None = None) -> Response:
+    """The answer to return from a route to pass ``request`` through to OpenSearch.
+
+    ``body`` replaces the request body when the route has already read it.
+    """
+    return ProxyResponse(upstream, settings, body)

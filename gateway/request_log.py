@@ -9,7 +9,6 @@ milliseconds, plus what the handler adds (rerank status and reason); never the q
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import sys
@@ -18,6 +17,8 @@ import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lexrerank.json_logs import JsonLineFormatter
 
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -36,23 +37,12 @@ def annotate(**fields: Any) -> None:
         current.update(fields)
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(JsonLineFormatter):
     """One JSON object per line: time, level, logger, message, request id, extra fields."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+    def context(self, record: logging.LogRecord) -> dict[str, Any]:
         rid = request_id.get()
-        if rid:
-            entry["request_id"] = rid
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return {"request_id": rid} if rid else {}
 
 
 def setup_logging(level: str = "info") -> None:

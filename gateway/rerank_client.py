@@ -30,8 +30,11 @@ from celery import Celery, states
 from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 
+from gateway.request_log import request_id
 from lexrerank.config import Settings
+from lexrerank.redis_tls import redis_client_ssl_kwargs
 from worker.celery_app import REDIS_CONNECT_TIMEOUT_S, RERANK_TASK, make_app
+from worker.json_logs import REQUEST_ID_HEADER
 
 PUBLISH_THREADS = 8
 MAX_REDIS_CONNECTIONS = 256
@@ -51,7 +54,7 @@ class RerankClient:
         self.redis = aioredis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
             socket_keepalive=True, max_connections=MAX_REDIS_CONNECTIONS,
-            health_check_interval=30)
+            health_check_interval=30, **redis_client_ssl_kwargs(settings))
         self._publisher = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
         self._backend = self.app.backend  # key naming and decoding only; it never connects
 
@@ -59,9 +62,12 @@ class RerankClient:
         await self.redis.aclose()
         self._publisher.shutdown(wait=False, cancel_futures=True)
 
-    def _publish(self, task_id: str, args: list[Any], expires_s: float) -> None:
+    def _publish(self, task_id: str, args: list[Any], expires_s: float,
+                 request_id: str | None = None) -> None:
         amqp = self.app.amqp
         message = amqp.create_task_message(task_id, RERANK_TASK, args, {}, expires=expires_s)
+        if request_id:  # the worker logs it on this task's lines (worker/json_logs.py)
+            message.headers[REQUEST_ID_HEADER] = request_id
         with self.app.producer_or_acquire() as producer:
             amqp.send_task_message(producer, RERANK_TASK, message, queue=self.queue,
                                    retry=False)
@@ -96,8 +102,9 @@ class RerankClient:
                     args: list[Any], deadline: float) -> dict[str, Any]:
         await pubsub.subscribe(key)  # before publishing, so the result cannot be missed
         loop = asyncio.get_running_loop()
+        # The request id is read here: executor threads do not see this task's contextvars.
         await loop.run_in_executor(self._publisher, self._publish, task_id, args,
-                                   max(deadline - time.monotonic(), 0.001))
+                                   max(deadline - time.monotonic(), 0.001), request_id.get())
         async for message in pubsub.listen():
             if message.get("type") != "message":
                 continue

@@ -14,11 +14,12 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.hit_index import hits_index
 from gateway.merge import (
     MergeError,
     merge_fallback,
@@ -27,6 +28,8 @@ from gateway.merge import (
     window_candidates,
     with_ext,
 )
+from gateway.metrics import record_rerank
+from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
 from gateway.proxy import forward_headers, upstream_failure
 from gateway.request_log import annotate
 from gateway.rerank_client import RerankClient, RerankUnavailable
@@ -44,7 +47,7 @@ def json_response(payload: dict[str, Any], status: int = 200) -> Response:
 
 
 async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
-                       upstream: httpx.AsyncClient, workers: RerankClient,
+                       upstream: OpenSearchUpstream, workers: RerankClient,
                        settings: Settings, started: float) -> Response:
     """Answer one reranked ``_search`` (``started``: ``time.perf_counter()`` on arrival)."""
     opts = plan.rerank
@@ -52,28 +55,30 @@ async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
     headers = [(k, v) for k, v in headers
                if k.lower() not in ("content-type", "accept-encoding")]
     headers.append(("content-type", "application/json"))
+    # The client's own encoding of the path (index patterns, aliases) goes upstream.
+    path = (request.scope.get("raw_path") or f"/{index}/_search".encode()).decode("latin-1")
+    target = f"{path}?{urlencode(plan.params)}" if plan.params else path
     try:
-        # The client's own encoding of the path (index patterns, aliases) goes upstream.
-        path = request.scope.get("raw_path") or f"/{index}/_search".encode()
-        first = await upstream.request(
-            "POST", httpx.URL(raw_path=path), params=plan.params, headers=headers,
-            content=json.dumps(plan.body).encode())
-    except httpx.HTTPError as exc:
+        first = await upstream.request("POST", target, headers,
+                                       json.dumps(plan.body).encode())
+    except UPSTREAM_ERRORS as exc:
         return upstream_failure(exc, settings)
     t_first = time.perf_counter()
-    if first.status_code != 200:
+    if first.status != 200:
         # OpenSearch's own error (bad query, missing index): returned as it is.
-        return Response(first.content, status_code=first.status_code,
-                        media_type=first.headers.get("content-type", JSON_TYPE))
-    response = first.json()
+        return Response(first.body, status_code=first.status,
+                        media_type=first.header(b"content-type", JSON_TYPE.encode()).decode())
+    response = json.loads(first.body)
     status, reason, result = "ok", None, None
     t_rerank_start = time.perf_counter()
     try:
         candidates = window_candidates(response, opts.window)
         if candidates:
             remaining = opts.timeout_ms / 1000 - (time.perf_counter() - started)
-            result = await workers.rerank(index, opts.query_text or "", candidates, opts.model,
-                                          opts.explain, remaining)
+            # The concrete index of the hits, not the alias: its vectors score them.
+            scored_index = hits_index(response, opts.window, index)
+            result = await workers.rerank(scored_index, opts.query_text or "", candidates,
+                                          opts.model, opts.explain, remaining)
     except (RerankUnavailable, MergeError) as exc:
         status, reason = "fallback", str(exc)
     except Exception as exc:  # noqa: BLE001 - a rerank-side bug must not become a 5xx
@@ -98,6 +103,7 @@ async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
     info = rerank_info(status, reason, (result or {}).get("model", opts.model),
                        (result or {}).get("model_version"), opts.window, reranked, took,
                        worker_ms, bool((result or {}).get("query_truncated")))
+    record_rerank(status, reason, took, opts.window, info["model"], info["model_version"])
     annotate(index=index, rerank=status, reason=reason, window=opts.window,
              rerank_ms=round(took["rerank"], 2))
     if status == "fallback":

@@ -7,10 +7,14 @@ builds the first-stage request that goes to OpenSearch: the user's own query wit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.limits import Limits
 
 PIPELINE = "lexrerank"
 DEFAULT_WINDOW = 100
@@ -103,7 +107,8 @@ def resolve_path(body: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(node, Mapping) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif (isinstance(node, list) and part.isdecimal() and len(part) < 10
+              and int(part) < len(node)):
             node = node[int(part)]
         else:
             return None
@@ -132,9 +137,11 @@ def infer_query_text(body: Mapping[str, Any], params: Sequence[tuple[str, str]])
 def _int(value: Any, name: str, low: int, high: int) -> int:
     """An integer option (JSON number or query-string digits) within [low, high]."""
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+        # Digits int() refuses ("²"), or more than it converts (> 4300): an error below.
+        with contextlib.suppress(ValueError):
+            value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f"{name} must be an integer, got {value!r}")
+        raise RequestError(f"{name} must be an integer, got {repr(value)[:100]}")
     if not low <= value <= high:
         raise RequestError(f"{name} must be between {low} and {high}, got {value}")
     return value
@@ -157,18 +164,22 @@ def _query_text(options: Mapping[str, Any], body: Mapping[str, Any],
         path = context["query_text_path"]
         text = resolve_path(body, path) if isinstance(path, str) else None
         if not isinstance(text, str) or not text.strip():
-            raise RequestError(f"ext.rerank.query_context.query_text_path {path!r} does not "
-                               "lead to a non-empty string in the request body")
+            raise RequestError(f"ext.rerank.query_context.query_text_path {repr(path)[:100]} "
+                               "does not lead to a non-empty string in the request body")
         return text
     raise RequestError("ext.rerank.query_context needs query_text or query_text_path")
 
 
 def plan_search(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
-                default_model: str, default_timeout_ms: int) -> PlannedSearch:
+                default_model: str, default_timeout_ms: int, limits: Limits | None = None
+                ) -> PlannedSearch:
     """Parse a reranked ``_search`` and build its first-stage request.
 
     ``params`` is the query string as pairs, ``body`` the parsed JSON body ({} when none).
-    URL ``from``/``size`` win over the body's, as in OpenSearch. Raises :class:`RequestError`.
+    URL ``from``/``size`` win over the body's, as in OpenSearch. ``limits`` (the gateway's
+    configured :class:`gateway.limits.Limits`) also bounds ``from + size``, the query text's
+    length and the model names; without it only the built-in ranges apply.
+    Raises :class:`RequestError`.
     """
     ext = body.get("ext")
     options = ext.get("rerank", {}) if isinstance(ext, Mapping) else {}
@@ -179,21 +190,34 @@ def plan_search(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
         raise RequestError(f"unknown key(s) {sorted(unknown)} in ext.rerank; known: "
                            f"{sorted(RERANK_KEYS)}")
     url = dict(params)
-    from_ = _int(url.get("from", body.get("from", 0)), "from", 0, 1_000_000)
-    size = _int(url.get("size", body.get("size", DEFAULT_SIZE)), "size", 0, 1_000_000)
+    max_page = limits.max_result_window if limits is not None else 1_000_000
+    from_ = _int(url.get("from", body.get("from", 0)), "from", 0, max_page)
+    size = _int(url.get("size", body.get("size", DEFAULT_SIZE)), "size", 0, max_page)
+    if limits is not None and from_ + size > max_page:
+        raise RequestError(f"from + size must be at most {max_page}, got {from_ + size}: page "
+                           "with a smaller from (limit: LEXRERANK_MAX_RESULT_WINDOW)")
     model = options.get("model", default_model)
     if not isinstance(model, str) or not model.strip():
         raise RequestError("ext.rerank.model must be a non-empty string")
+    if limits is not None and model not in limits.models:
+        raise RequestError(f"unknown ext.rerank.model {model[:100]!r}: use one of "
+                           f"{sorted(limits.models)} (more via LEXRERANK_MODELS)")
     explain = options.get("explain", False)
     if not isinstance(explain, bool):
         raise RequestError("ext.rerank.explain must be true or false")
+    max_window = limits.max_window if limits is not None else MAX_WINDOW
+    query_text = _query_text(options, body, params)
+    if limits is not None and query_text is not None and len(query_text) > limits.max_query_chars:
+        raise RequestError(f"the query text has {len(query_text)} characters, more than "
+                           f"{limits.max_query_chars}: shorten it "
+                           "(limit: LEXRERANK_MAX_QUERY_CHARS)")
     rerank = RerankRequest(
-        query_text=_query_text(options, body, params),
-        window=_int(options.get("window_size", DEFAULT_WINDOW), "ext.rerank.window_size", 1,
-                    MAX_WINDOW),
+        query_text=query_text,
+        window=_int(options.get("window_size", min(DEFAULT_WINDOW, max_window)),
+                    "ext.rerank.window_size", 1, max_window),
         model=model,
         timeout_ms=_int(options.get("timeout_ms", default_timeout_ms), "ext.rerank.timeout_ms",
-                        1, MAX_TIMEOUT_MS),
+                        1, limits.max_timeout_ms if limits is not None else MAX_TIMEOUT_MS),
         explain=explain,
         from_=from_,
         size=size,

@@ -343,6 +343,16 @@ def embed(
               f"there) in {report.seconds:.1f}s")
 
 
+def _register_reindex() -> None:
+    # `lexrerank reindex` / `lexrerank rollback` live in their own module.
+    from lexrerank.reindex_cli import register
+
+    register(app)
+
+
+_register_reindex()
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -354,6 +364,10 @@ def serve(
     """Run the OpenSearch-compatible gateway (reranks `_search` with search_pipeline=lexrerank)."""
     import uvicorn
 
+    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from lexrerank.prometheus_dir import prepare_multiproc_dir
+
+        prepare_multiproc_dir("gateway")  # /metrics merges the uvicorn workers' values
     # access_log off: the gateway writes its own JSON line per request, with the request id.
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, access_log=False)
@@ -387,6 +401,9 @@ def worker(
     names = queues or f"{settings.rerank_queue},{settings.embed_queue}"
     if preload:
         os.environ["LEXRERANK_WORKER_PRELOAD"] = "1"  # read by worker.tasks in the child
+    from lexrerank.prometheus_dir import prepare_multiproc_dir
+
+    prepare_multiproc_dir("worker")  # before prometheus_client loads: children's metrics
     from worker.celery_app import app as celery_app
 
     # One process per GPU (each holds a model); on CPU one: scale with --concurrency.

@@ -7,7 +7,7 @@ started for it by ``lexrerank up``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lexrerank.errors import LexrerankError
@@ -15,6 +15,11 @@ from lexrerank.errors import LexrerankError
 LOCAL_OPENSEARCH_URL = "http://127.0.0.1:9200"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 OPENSEARCH_VERSION = "2.19.6"
+# Open without an API key (GET/HEAD only): probes, Prometheus' scrape (counts, no query text)
+# and the pages' HTML/CSS/JS (no data: every request they make carries the key). A trailing
+# "*" is a prefix; everything under /_lexrerank/ is the gateway's own, never proxied.
+DEFAULT_AUTH_EXEMPT_PATHS = ("/healthz", "/readyz", "/_lexrerank/health", "/metrics",
+                             "/_lexrerank/ui*")
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -42,7 +47,7 @@ class Settings:
 
     opensearch_url: str
     opensearch_user: str | None
-    opensearch_password: str | None
+    opensearch_password: str | None = field(repr=False)  # never printed
     opensearch_verify_certs: bool
     opensearch_ca_certs: str | None
     redis_url: str
@@ -58,6 +63,23 @@ class Settings:
     rerank_queue: str = "rerank"
     embed_queue: str = "embed"
     gateway_url: str = "http://127.0.0.1:8000"
+    # Gateway input limits and auth (gateway/limits.py, gateway/auth.py, docs/security.md).
+    max_body_bytes: int = 1_048_576
+    max_proxy_body_bytes: int = 104_857_600
+    max_json_depth: int = 64
+    max_query_chars: int = 10_000
+    max_result_window: int = 10_000
+    max_window: int = 1000
+    max_timeout_ms: int = 60_000
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # never printed
+    auth_exempt_paths: tuple[str, ...] = DEFAULT_AUTH_EXEMPT_PATHS
+    # TLS towards Redis for rediss:// URLs (lexrerank/redis_tls.py).
+    redis_ssl_ca_certs: str | None = None
+    redis_ssl_certfile: str | None = None
+    redis_ssl_keyfile: str | None = None
+    redis_ssl_cert_reqs: str = "required"
+    # Port of a worker's /metrics (worker/metrics.py); 0 disables it.
+    worker_metrics_port: int = 9108
 
     @property
     def opensearch_is_local(self) -> bool:
@@ -105,4 +127,35 @@ def get_settings() -> Settings:
         rerank_queue=os.environ.get("LEXRERANK_RERANK_QUEUE") or "rerank",
         embed_queue=os.environ.get("LEXRERANK_EMBED_QUEUE") or "embed",
         gateway_url=os.environ.get("LEXRERANK_GATEWAY_URL") or "http://127.0.0.1:8000",
+        max_body_bytes=_env_int("LEXRERANK_MAX_BODY_BYTES", 1_048_576),
+        max_proxy_body_bytes=_env_int("LEXRERANK_MAX_PROXY_BODY_BYTES", 104_857_600),
+        max_json_depth=_env_int("LEXRERANK_MAX_JSON_DEPTH", 64),
+        max_query_chars=_env_int("LEXRERANK_MAX_QUERY_CHARS", 10_000),
+        max_result_window=_env_int("LEXRERANK_MAX_RESULT_WINDOW", 10_000),
+        max_window=_env_int("LEXRERANK_MAX_WINDOW", 1000),
+        max_timeout_ms=_env_int("LEXRERANK_MAX_TIMEOUT_MS", 60_000),
+        api_keys=_api_keys(),
+        auth_exempt_paths=(_env_list("LEXRERANK_AUTH_EXEMPT_PATHS")
+                           or DEFAULT_AUTH_EXEMPT_PATHS),
+        redis_ssl_ca_certs=os.environ.get("LEXRERANK_REDIS_SSL_CA_CERTS") or None,
+        redis_ssl_certfile=os.environ.get("LEXRERANK_REDIS_SSL_CERTFILE") or None,
+        redis_ssl_keyfile=os.environ.get("LEXRERANK_REDIS_SSL_KEYFILE") or None,
+        redis_ssl_cert_reqs=os.environ.get("LEXRERANK_REDIS_SSL_CERT_REQS") or "required",
+        worker_metrics_port=_env_int("LEXRERANK_WORKER_METRICS_PORT", 9108),
     )
+
+
+def _api_keys() -> tuple[str, ...]:
+    """Gateway API keys: ``LEXRERANK_API_KEYS`` (comma list) plus ``LEXRERANK_API_KEYS_FILE``
+    (one key per line, ``#`` comments); none means auth is off."""
+    keys = list(_env_list("LEXRERANK_API_KEYS"))
+    path = os.environ.get("LEXRERANK_API_KEYS_FILE", "").strip()
+    if path:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise LexrerankError(f"LEXRERANK_API_KEYS_FILE={path!r} cannot be read "
+                                 f"({exc.strerror}): point it at a file with one key per line"
+                                 ) from None
+        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return tuple(keys)

@@ -270,6 +270,8 @@ def _load_json(path: Path) -> object:
         raise InputError(
             str(path), f"invalid JSON: {e.msg} (column {e.colno})", line=e.lineno
         ) from None
+    except RecursionError:
+        raise InputError(str(path), "JSON nested too deeply") from None
 
 
 def _id_field(path: Path, obj: dict, key: str, where: str) -> str:

@@ -26,10 +26,13 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from lexrerank.config import Settings, get_settings
+from lexrerank.redis_tls import celery_ssl_options
 
 RERANK_TASK = "lexrerank.rerank"
 EMBED_TASK = "lexrerank.embed"
 PING_TASK = "lexrerank.ping"
+# Runs on the rerank queue: loads an index's vectors into the process that reranks.
+WARM_TASK = "lexrerank.warm"
 
 # Per-task limits (seconds). The rerank limit also covers the lazy model load of a fresh
 # process; the gateway's deadline is far shorter and it stops waiting long before.
@@ -71,6 +74,9 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "broker_transport_options": transport,
+        # TLS for rediss:// URLs (False: plain TCP), same options for broker and results.
+        "broker_use_ssl": celery_ssl_options(settings) or False,
+        "redis_backend_use_ssl": celery_ssl_options(settings) or False,
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
         "redis_socket_timeout": REDIS_SOCKET_TIMEOUT_S,
         "redis_socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
@@ -83,10 +89,13 @@ def celery_config(settings: Settings) -> dict:
         "task_queues": tuple(_queue(q) for q in (settings.rerank_queue, settings.embed_queue)),
         "task_default_queue": settings.rerank_queue,
         "task_routes": {RERANK_TASK: {"queue": settings.rerank_queue},
+                        WARM_TASK: {"queue": settings.rerank_queue},
                         EMBED_TASK: {"queue": settings.embed_queue}},
         "task_annotations": {
             RERANK_TASK: {"soft_time_limit": RERANK_SOFT_LIMIT_S,
                           "time_limit": RERANK_HARD_LIMIT_S},
+            WARM_TASK: {"soft_time_limit": EMBED_SOFT_LIMIT_S,
+                        "time_limit": EMBED_HARD_LIMIT_S},
             EMBED_TASK: {"soft_time_limit": EMBED_SOFT_LIMIT_S,
                          "time_limit": EMBED_HARD_LIMIT_S},
         },
@@ -101,7 +110,8 @@ def celery_config(settings: Settings) -> dict:
 def make_app(settings: Settings | None = None) -> Celery:
     """A Celery app configured from ``settings`` (default: the environment now)."""
     settings = settings or get_settings()
-    app = Celery("lexrerank", include=["worker.tasks"])
+    # worker.metrics: Prometheus metrics, presence and JSON logs, wired by Celery signals.
+    app = Celery("lexrerank", include=["worker.tasks", "worker.metrics"])
     app.conf.update(celery_config(settings))
     return app
 

@@ -22,6 +22,7 @@ from opensearchpy import OpenSearch
 from lexrerank.config import Settings, get_settings
 from lexrerank.errors import LexrerankError
 from reranker.registry import MODEL_NAMES
+from worker import metrics as worker_metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ServiceCache:
         self._models: dict[str, object] = {}
         self._services: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
+        self._loads = 0  # vector cache loads so far (hit/miss accounting)
 
     @property
     def client(self) -> OpenSearch:
@@ -69,6 +71,7 @@ class ServiceCache:
                 log.info("loaded model %s on %s in %.1fs", name,
                          getattr(self._models[name], "device", "cpu"),
                          time.perf_counter() - start)
+                worker_metrics.model_loaded(name, self._models[name])
             return self._models[name]
 
     def service(self, index: str, name: str):
@@ -89,12 +92,17 @@ class ServiceCache:
                 log.info("loaded %d article vectors of %s for %s in %.1fs",
                          len(self._services[key].cache), index, name,
                          time.perf_counter() - start)
+                self._loads += 1
+                worker_metrics.vector_cache_loaded(index, name, self._services[key])
             return self._services[key]
 
     def service_covering(self, index: str, name: str, doc_ids: Sequence[str]):
         """The service, reloaded once if some ``doc_ids`` are newer than its vector cache."""
+        loads = self._loads
         service = self.service(index, name)
         if all(d in service.cache for d in doc_ids):
+            if loads == self._loads:  # served from memory (a load counted as a miss)
+                worker_metrics.vector_cache_hit(index, name)
             return service
         self.invalidate(index)
         return self.service(index, name)
@@ -104,11 +112,26 @@ class ServiceCache:
         with self._lock:
             return [list(key) for key in self._services]
 
+    def evict_versions(self, prefix: str, keep: Sequence[str]) -> list[str]:
+        """Forget the caches of indexes named ``prefix...`` other than ``keep``.
+
+        A reindex job warms its new index and keeps the one it replaces (searches that
+        started before the swap still need it); older versions of the alias are dropped.
+        Returns the evicted index names.
+        """
+        with self._lock:
+            gone = [k for k in self._services if k[0].startswith(prefix) and k[0] not in keep]
+            for key in gone:
+                del self._services[key]
+                worker_metrics.vector_cache_dropped(*key)
+        return sorted({index for index, _ in gone})
+
     def invalidate(self, index: str) -> None:
         """Forget the vector caches of ``index`` (after an embed, or when ids are missing)."""
         with self._lock:
             for key in [k for k in self._services if k[0] == index]:
                 del self._services[key]
+                worker_metrics.vector_cache_dropped(*key)
 
 
 _cache: ServiceCache | None = None

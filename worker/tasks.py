@@ -16,11 +16,20 @@ from typing import Any
 
 from celery import Task
 from celery.signals import after_setup_logger, worker_process_init, worker_ready
+from opensearchpy.exceptions import NotFoundError
 
 from lexrerank.errors import LexrerankError
-from worker.celery_app import EMBED_TASK, PING_TASK, RERANK_TASK, VISIBILITY_TIMEOUT_S, app
+from worker.celery_app import (
+    EMBED_TASK,
+    PING_TASK,
+    RERANK_TASK,
+    VISIBILITY_TIMEOUT_S,
+    WARM_TASK,
+    app,
+)
 from worker.delivery_guard import check_redelivery, is_redelivered
 from worker.device import apply_torch_threads
+from worker.fault_injection import maybe_delay
 from worker.service_cache import process_cache
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,7 @@ def rerank(self: Task, index: str, query: str, candidates: list, model: str,
     ``explain`` the evidence lists are left empty (less to ship through Redis).
     """
     _guard(self)
+    maybe_delay()  # a test hook (worker/fault_injection.py); no-op unless configured
     if not isinstance(query, str) or not query.strip():
         raise LexrerankError("the query text is empty")
     pairs = _candidates(candidates)
@@ -90,16 +100,63 @@ def embed(self: Task, index: str, ids: list, model: str) -> dict[str, Any]:
     from indexer.article_vectors import embed_index
 
     cache = process_cache()
+    # One encode call for the whole chunk: the encoder sorts its sentences by length, and
+    # the reindex job sends chunks of similar lengths, so little is spent on padding.
     report = embed_index(cache.client, index, cache.model(model), ids=ids, record=False,
-                         show_progress=False)
+                         show_progress=False, batch_size=max(len(ids), 1))
     cache.invalidate(index)
     return asdict(report)
 
 
-@app.task(name=PING_TASK)
-def ping() -> dict[str, Any]:
-    """This process's pid and loaded (index, model) pairs: readiness of the process itself."""
-    return {"pid": os.getpid(), "loaded": process_cache().loaded()}
+@app.task(name=WARM_TASK, bind=True, throws=(LexrerankError,), resultrepr_maxsize=200)
+def warm(self: Task, index: str, models: list, evict_prefix: str | None = None,
+         keep: list | None = None) -> dict[str, Any]:
+    """Load ``models``' vectors of the concrete ``index`` into this (rerank) process.
+
+    Sent by a reindex job before it swaps its alias, so the first searches on the new index
+    find the vectors in memory. With ``evict_prefix``, caches of other indexes of that alias
+    (``<alias>-v``) not in ``keep`` are dropped. Returns this process's pid, what it loaded
+    and its resident memory before and after (MiB; the difference is the vector cache).
+    """
+    from worker.process_memory import peak_rss_mb, rss_mb
+
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise LexrerankError("models must be a list of model names")
+    cache = process_cache()
+    evicted = cache.evict_versions(evict_prefix, list(keep or [index])) if evict_prefix else []
+    before = rss_mb()
+    start = time.perf_counter()
+    documents = {}
+    for name in models:
+        service = cache.service(index, name)
+        documents[name] = len(service.cache)
+    return {"pid": os.getpid(), "index": index, "documents": documents, "evicted": evicted,
+            "load_ms": round((time.perf_counter() - start) * 1000, 1),
+            "rss_before_mb": before, "rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
+
+
+@app.task(name=PING_TASK, bind=True)
+def ping(self: Task, index: str | None = None, model: str | None = None) -> dict[str, Any]:
+    """This process's pid and loaded (index, model) pairs: readiness of the process itself.
+
+    With ``index`` and ``model`` (the gateway's /readyz), also whether this process serves
+    them: ``serving: {index, model, model_version, device}``, or ``error`` saying why not.
+    """
+    out: dict[str, Any] = {"pid": os.getpid(), "hostname": self.request.hostname,
+                           "loaded": process_cache().loaded()}
+    if isinstance(index, str) and isinstance(model, str):
+        try:
+            from indexer.aliases import resolve_concrete
+
+            cache = process_cache()
+            concrete = resolve_concrete(cache.client, index)
+            service = cache.service(concrete, model)
+            out["serving"] = {"index": concrete, "model": model,
+                              "model_version": service.model_version,
+                              "device": str(getattr(service.model, "device", "cpu"))}
+        except Exception as exc:  # noqa: BLE001 - reported to the probe, not raised
+            out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 def preload() -> None:
@@ -109,10 +166,14 @@ def preload() -> None:
     cache = process_cache()
     index, model = cache.settings.index, cache.settings.default_model
     try:
+        from indexer.aliases import resolve_concrete
+
+        # The gateway names the concrete index of its hits (an alias moves on a reindex).
+        index = resolve_concrete(cache.client, index)
         cache.service(index, model)
-    except LexrerankError as exc:
-        # Not fatal: the worker still serves other indexes/models; requests for this one fail
-        # with the same message and the gateway falls back.
+    except (LexrerankError, NotFoundError) as exc:
+        # Not fatal (the index may not exist yet: a reindex job creates it): the worker still
+        # serves other indexes/models; requests for this one fail and the gateway falls back.
         log.warning("preload of %s for index %s failed: %s", model, index, exc)
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the embedded stack needs: a JDK 17 (runs OpenSearch 2.19 and compiles the
-# analysis plugin), Redis, curl and zip. Idempotent: installs only what is missing.
+# analysis plugin), Redis, curl, zip, and Chromium for the page tests. Idempotent: installs
+# only what is missing.
 set -euo pipefail
 
 need=()
@@ -9,6 +10,11 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v curl >/dev/null || need+=(curl)
 command -v zip >/dev/null || need+=(zip)
 command -v runuser >/dev/null || need+=(util-linux)
+# promtool (in Debian's prometheus package): tests check deploy/prometheus with it.
+command -v promtool >/dev/null || need+=(prometheus)
+# Headless Chromium and its WebDriver: the page tests (tests/integration/test_pages_e2e.py).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -24,4 +30,8 @@ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts redis-server as a system service on install; the stack runs its own.
 if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl stop redis-server || true
+fi
+# Likewise prometheus: only its promtool is used here.
+if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
 fi

@@ -53,6 +53,8 @@ def parse_jsonl(path: str | Path, language: str = "en") -> Iterator[Article]:
             raise InputError(
                 str(path), f"invalid JSON: {e.msg} (column {e.colno})", line_no
             ) from None
+        except RecursionError:
+            raise InputError(str(path), "JSON nested too deeply", line_no) from None
         article = _article(path, line_no, rec, language)
         if article.doc_id in seen:
             raise InputError(

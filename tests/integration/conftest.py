@@ -68,7 +68,7 @@ def coliee_index(client: OpenSearch, coliee_code: Path) -> Iterator[str]:
 # Real processes: a `lexrerank worker --pool solo` on private test queues, a `lexrerank serve`
 # gateway on a free port, and (for the Redis outage test) a private redis-server.
 
-GATEWAY_INDEX = "test-gateway"
+GATEWAY_INDEX = unique_index("test-gateway")  # per run: parallel runs never share it
 GATEWAY_ARTICLES = 80  # enough hits for windows and pages; small enough to embed in seconds
 READY_S = 120
 

@@ -1,12 +1,13 @@
 """The gateway's pure logic (request planning, merge, paging, fallback shaping), with stubs.
 
-The real services are exercised in tests/integration/test_gateway.py; here OpenSearch is an
-``httpx.MockTransport`` and the workers a stub object.
+The real services are exercised in tests/integration/test_gateway.py; here OpenSearch is a
+stub server (tests/unit/opensearch_stub.py) and the workers a stub object.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,6 @@ from gateway.merge import (
     window_candidates,
     with_ext,
 )
-from gateway.proxy import upstream_client
 from gateway.rerank_client import RerankClient, RerankUnavailable
 from gateway.rerank_request import (
     RequestError,
@@ -35,6 +35,7 @@ from gateway.rerank_request import (
 )
 from lexrerank.cli import expand_via_gateway
 from lexrerank.config import get_settings
+from tests.unit.opensearch_stub import stub_upstream
 
 
 def first_stage(n: int, total: int = 1234) -> dict[str, Any]:
@@ -251,8 +252,15 @@ class StubWorkers:
 
 def stub_app(workers: StubWorkers, handler) -> TestClient:
     settings = replace(get_settings(), opensearch_url="http://opensearch.test")
-    upstream = upstream_client(settings, transport=httpx.MockTransport(handler))
+    upstream = stub_upstream(settings, handler)
     return TestClient(create_app(settings, upstream=upstream, workers=workers))
+
+
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (an OpenSearch that is down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def opensearch_stub(seen: list[httpx.Request]):
@@ -333,13 +341,21 @@ def test_app_passes_other_requests_through_and_maps_outages() -> None:
         plain = http.post("/i/_search", json={"size": 2, "query": {"match_all": {}}})
         assert "ext" not in plain.json()  # no pipeline named: plain search
 
-    def down(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    with stub_app(StubWorkers(), down) as http:
+    with TestClient(create_app(replace(get_settings(), opensearch_url=closed_port_url()),
+                               workers=StubWorkers())) as http:
         for resp in (http.get("/_cat/indices"),
                      http.post("/i/_search?search_pipeline=lexrerank",
                                json={"query": {"match": {"c": "q"}}})):
             assert resp.status_code == 503
             assert resp.json()["error"]["type"] == "opensearch_unavailable_exception"
             assert resp.json()["status"] == 503
+
+
+def test_unknown_gateway_paths_are_404s_and_never_reach_opensearch() -> None:
+    seen: list[httpx.Request] = []
+    with stub_app(StubWorkers(), opensearch_stub(seen)) as http:
+        resp = http.get("/_lexrerank/no-such-page")
+        assert resp.status_code == 404
+        assert resp.json()["error"]["type"] == "resource_not_found_exception"
+        assert http.get("/_cat/indices").status_code == 201  # other paths still proxied
+    assert [r.url.path for r in seen] == ["/_cat/indices"]

@@ -1,0 +1,85 @@
+"""`lexrerank bench load`: throughput and latency under concurrent load, errors and fallbacks.
+
+Starts its own gateway and one rerank worker (prefork, one process: the CPU default) on
+private queues of the configured Redis, against the configured index, then for each
+concurrency level (default 1, 4, 16, 32 closed-loop clients, no think time) sends the same
+COLIEE queries three ways, one phase after another:
+
+- ``bm25_direct``: straight to OpenSearch (the floor);
+- ``bm25_gateway``: through the gateway without the pipeline: ``gateway_overhead_ms_p50`` is
+  its p50 minus the direct one (the proxy's own cost);
+- ``reranked``: ``search_pipeline=lexrerank`` with ``window_size`` under the deadline
+  (``timeout_ms``, default ``LEXRERANK_RERANK_TIMEOUT_MS``).
+
+Per phase: ``rps`` (answers per second of wall time), p50/p95/p99/max ms, ``errors`` (any
+answer other than HTTP 200, or none), and for ``reranked`` the ``fallbacks`` with their
+reasons. The target is zero errors at every level: when one worker cannot keep up, the
+reranked path degrades by falling back to the first-stage order inside the deadline.
+Client, gateway, worker and OpenSearch share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import latency_stats, run_batch, search_requests
+from bench.services import Services, query_texts
+from lexrerank.config import get_settings
+
+CONCURRENCY = (1, 4, 16, 32)
+
+
+def _phase(requests: list, concurrency: int) -> dict[str, Any]:
+    samples, elapsed = run_batch(requests, concurrency)
+    ok = [s for s in samples if s.status == 200]
+    stats: dict[str, Any] = {"requests": len(samples), "rps": round(len(ok) / elapsed, 1),
+                             **latency_stats(ok), "errors": len(samples) - len(ok)}
+    if requests and requests[0].params.get("search_pipeline"):
+        fallbacks = [s for s in ok if s.rerank != "ok"]
+        stats["fallbacks"] = len(fallbacks)
+        # Grouped by kind: the milliseconds in a reason make every one unique.
+        stats["fallback_reasons"] = dict(Counter(re.sub(r"\d+", "N", s.reason or "")
+                                                 for s in fallbacks))
+    return stats
+
+
+def run(concurrency: tuple[int, ...] = CONCURRENCY, queries: int = 200, window: int = 100,
+        model: str = "paraformer", index: str | None = None, timeout_ms: int | None = None
+        ) -> dict[str, Any]:
+    """Figures for each level in ``concurrency`` (``c1``, ``c4``, ...): see the module doc."""
+    settings = get_settings()
+    index = index or settings.index
+    texts = query_texts(queries)
+    deadline = timeout_ms or settings.rerank_timeout_ms
+    result: dict[str, Any] = {"suite": "load", "model": model, "index": index,
+                              "window": window, "requests_per_phase": len(texts),
+                              "deadline_ms": deadline, "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="lexrerank-load-") as tmp:
+        services = Services(model, index, Path(tmp)).start()
+        try:
+            paths = {
+                "bm25_direct": search_requests(settings.opensearch_url, index, texts, False),
+                "bm25_gateway": search_requests(services.url, index, texts, False),
+                "reranked": search_requests(services.url, index, texts, True, window, deadline),
+            }
+            for requests in paths.values():  # warm-up: connections, lazy initialisation
+                run_batch(requests[:5], 1)
+            total_errors = 0
+            for c in concurrency:
+                level = {name: _phase(requests, c) for name, requests in paths.items()}
+                direct, gateway = level["bm25_direct"], level["bm25_gateway"]
+                if direct["p50_ms"] is not None and gateway["p50_ms"] is not None:
+                    level["gateway_overhead_ms_p50"] = round(
+                        gateway["p50_ms"] - direct["p50_ms"], 2)
+                total_errors += sum(p["errors"] for p in level.values()
+                                    if isinstance(p, dict))
+                result[f"c{c}"] = level
+            result["errors"] = total_errors
+        finally:
+            services.stop()
+    return result
