@@ -222,7 +222,9 @@ async function runSearch(event) {
 
 document.addEventListener("DOMContentLoaded", async () => {
   bindApiKeyField($("api-key"));
-  $("api-key").addEventListener("change", () => loadIndexes().catch((e) => showError(`Cannot list indexes: ${e.message}`)));
+  // A new key: list the indexes again; their success clears an earlier "key needed" error.
+  $("api-key").addEventListener("change", () => loadIndexes().then(() => showError(""))
+    .catch((e) => showError(`Cannot list indexes: ${e.message}`)));
   $("search-form").addEventListener("submit", runSearch);
   const params = new URLSearchParams(location.search);
   if (params.get("reranker")) $("reranker").value = params.get("reranker");

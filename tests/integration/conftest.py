@@ -249,7 +249,8 @@ def gateway_service(client: OpenSearch, gateway_model: str):
     client.indices.refresh(index=GATEWAY_INDEX)
     model = load_reranker(checkpoint_path(gateway_model), device="cpu")
     embed_index(client, GATEWAY_INDEX, model, show_progress=False)
-    return RerankService.for_model(client, GATEWAY_INDEX, model, gateway_model)
+    yield RerankService.for_model(client, GATEWAY_INDEX, model, gateway_model)
+    client.indices.delete(index=GATEWAY_INDEX, ignore_unavailable=True)
 
 
 @pytest.fixture(scope="module")
