@@ -93,8 +93,10 @@ def load(
     timeout_ms: Annotated[int | None, typer.Option(
         min=1, help="Rerank deadline (default: LEXRERANK_RERANK_TIMEOUT_MS).")] = None,
 ) -> None:
-    """Throughput, p50/p95/p99, errors and fallbacks of BM25 (direct, via the gateway) and
-    the reranked path at several concurrency levels."""
+    """Throughput, p50/p95/p99, errors, fallbacks: BM25 and reranked, at several concurrencies.
+
+    BM25 is timed straight to OpenSearch and through the gateway (its overhead shows).
+    """
     from bench import load as suite
 
     levels = tuple(int(c) for c in concurrency.split(",") if c.strip())
@@ -114,8 +116,11 @@ def faults(
     timeout_ms: Annotated[int | None, typer.Option(
         min=1, help="Rerank deadline (default: LEXRERANK_RERANK_TIMEOUT_MS).")] = None,
 ) -> None:
-    """Worker kill, Redis stop, slow worker, OpenSearch stop, reindex kill under a steady load
-    through a private gateway: 5xx, fallbacks, p95, recovery, documents lost."""
+    """Faults under a steady load: 5xx, fallbacks, p95, recovery, documents lost.
+
+    Worker kill, Redis stop, slow worker, OpenSearch stop and reindex kill, each against
+    private processes behind a private gateway.
+    """
     from bench import faults as suite
 
     chosen = tuple(f.strip() for f in only.split(",") if f.strip()) if only else suite.FAULTS
