@@ -8,7 +8,10 @@ Routes:
 - ``GET /_lexrerank/health``: the gateway's own readiness (``GET /`` is OpenSearch's);
 - ``GET /_lexrerank/ui/`` and ``/_lexrerank/ui/ops``: the search and ops pages
   (:mod:`gateway.pages`);
-- everything else: passed through to OpenSearch unchanged (:mod:`gateway.proxy`).
+- ``/healthz``, ``/readyz``, ``/metrics``, ``/_lexrerank/ops``: :mod:`gateway.ops`; any other
+  ``/_lexrerank/...`` is a 404;
+- everything else: passed through to OpenSearch unchanged (:mod:`gateway.proxy`), plain
+  requests by :class:`PlainProxyFastPath` without the router.
 
 Run it with ``lexrerank serve`` (uvicorn; ``create_app`` is the factory).
 """
