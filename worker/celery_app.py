@@ -21,8 +21,11 @@ Settings follow Celery's own guidance for long, expensive tasks:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
 from lexrerank.config import Settings, get_settings
@@ -105,6 +108,26 @@ def celery_config(settings: Settings) -> dict:
         "task_send_sent_event": False,
         "enable_utc": True,
     }
+
+
+def when_task_process_starts(callback: Callable[[], None]) -> None:
+    """Run ``callback`` once in every process that will run tasks, before it runs any.
+
+    That is each prefork child and the solo pool's own process (``worker_process_init``), or
+    the threads pool's worker, which sends no ``worker_process_init`` (``worker_ready``).
+    """
+    def on_process_init(**_: Any) -> None:
+        callback()
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        from celery.concurrency.thread import TaskPool as ThreadsPool
+
+        if isinstance(getattr(sender, "pool", None), ThreadsPool):
+            callback()
+
+    # weak=False: the receivers are closures that nothing else keeps alive.
+    worker_process_init.connect(on_process_init, weak=False)
+    worker_ready.connect(on_ready, weak=False)
 
 
 def make_app(settings: Settings | None = None) -> Celery:

@@ -34,9 +34,7 @@ from celery.signals import (
     task_retry,
     task_revoked,
     worker_init,
-    worker_process_init,
     worker_process_shutdown,
-    worker_ready,
 )
 from prometheus_client import (
     REGISTRY,
@@ -49,6 +47,7 @@ from prometheus_client import (
 )
 
 from worker import json_logs, presence
+from worker.celery_app import when_task_process_starts
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -266,18 +265,7 @@ def _process_started() -> None:
     _start_presence_beat()
 
 
-@worker_process_init.connect
-def _child_started(**_: Any) -> None:
-    # Each prefork child (and the solo pool's own process) runs tasks.
-    _process_started()
-
-
-@worker_ready.connect
-def _threads_pool_started(sender: Any = None, **_: Any) -> None:
-    from celery.concurrency.thread import TaskPool as ThreadsPool
-
-    if isinstance(getattr(sender, "pool", None), ThreadsPool):
-        _process_started()
+when_task_process_starts(_process_started)
 
 
 @worker_process_shutdown.connect

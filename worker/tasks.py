@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from celery import Task
-from celery.signals import after_setup_logger, worker_process_init, worker_ready
+from celery.signals import after_setup_logger
 from opensearchpy.exceptions import NotFoundError
 
 from lexrerank.errors import LexrerankError
@@ -26,6 +26,7 @@ from worker.celery_app import (
     VISIBILITY_TIMEOUT_S,
     WARM_TASK,
     app,
+    when_task_process_starts,
 )
 from worker.delivery_guard import check_redelivery, is_redelivered
 from worker.device import apply_torch_threads
@@ -189,17 +190,5 @@ def init_process() -> None:
     preload()
 
 
-@worker_process_init.connect
-def _preload_in_child(**_: Any) -> None:
-    # Sent in each prefork child (each loads its own model: CUDA does not survive a fork)
-    # and by the solo pool in the worker process itself.
-    init_process()
-
-
-@worker_ready.connect
-def _preload_in_threads_pool(sender: Any = None, **_: Any) -> None:
-    # The threads pool sends no worker_process_init: load here, before consuming.
-    from celery.concurrency.thread import TaskPool as ThreadsPool
-
-    if isinstance(getattr(sender, "pool", None), ThreadsPool):
-        init_process()
+# In each prefork child: each loads its own model (CUDA does not survive a fork).
+when_task_process_starts(init_process)
