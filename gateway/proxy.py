@@ -35,15 +35,9 @@ BUFFER_LIMIT = 1 << 20
 STREAM_CHUNK = 1 << 16
 
 
-def forward_headers(headers: Iterable[tuple[str, str]], *, keep_length: bool = True
-                    ) -> list[tuple[str, str]]:
-    """``headers`` without hop-by-hop ones (and without content-length unless kept)."""
-    return [(k, v) for k, v in headers
-            if k.lower() not in HOP_BY_HOP and (keep_length or k.lower() != "content-length")]
-
-
-def _request_headers(scope: Scope) -> list[tuple[str, str]]:
-    # Content-length is the upstream client's to set (it may stream the body instead).
+def request_headers(scope: Scope) -> list[tuple[str, str]]:
+    """The client's headers to send upstream: all but hop-by-hop ones and content-length
+    (the upstream client sets that: it may stream the body, or send another one)."""
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
             if k not in _HOP_BY_HOP_BYTES and k != b"content-length"]
 
@@ -121,7 +115,7 @@ async def proxy_asgi(scope: Scope, receive: Receive, send: Send, upstream: OpenS
     else:
         content = body
     try:
-        answer = await upstream.open(scope["method"], raw_target(scope), _request_headers(scope),
+        answer = await upstream.open(scope["method"], raw_target(scope), request_headers(scope),
                                      content or None)
     except UPSTREAM_ERRORS as exc:
         await upstream_failure(exc, settings)(scope, receive, send)

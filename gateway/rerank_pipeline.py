@@ -30,7 +30,7 @@ from gateway.merge import (
 )
 from gateway.metrics import record_rerank
 from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
-from gateway.proxy import forward_headers, upstream_failure
+from gateway.proxy import request_headers, upstream_failure
 from gateway.request_log import annotate
 from gateway.rerank_client import RerankClient, RerankUnavailable
 from gateway.rerank_request import PlannedSearch
@@ -51,8 +51,7 @@ async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
                        settings: Settings, started: float) -> Response:
     """Answer one reranked ``_search`` (``started``: ``time.perf_counter()`` on arrival)."""
     opts = plan.rerank
-    headers = forward_headers(request.headers.items(), keep_length=False)
-    headers = [(k, v) for k, v in headers
+    headers = [(k, v) for k, v in request_headers(request.scope)
                if k.lower() not in ("content-type", "accept-encoding")]
     headers.append(("content-type", "application/json"))
     # The client's own encoding of the path (index patterns, aliases) goes upstream.
