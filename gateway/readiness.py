@@ -15,10 +15,8 @@ probes every second cost one worker ping every few seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-import uuid
 from typing import Any
 
 from celery import states
@@ -62,47 +60,18 @@ async def check_opensearch(upstream: OpenSearchUpstream, settings: Settings
 async def check_redis(workers: RerankClient) -> dict[str, Any]:
     """``{"ok", "detail"}`` for the broker's Redis."""
     ok = await workers.ping()
-    kwargs = workers.redis.connection_pool.connection_kwargs
-    where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+    where = workers.redis_where()
     return {"ok": ok, "detail": f"{where} answered PING" if ok else f"{where} does not answer"}
-
-
-def _publish_ping(workers: RerankClient, task_id: str, index: str, model: str,
-                  expires_s: float) -> None:
-    amqp = workers.app.amqp
-    message = amqp.create_task_message(task_id, PING_TASK, [], {"index": index, "model": model},
-                                       expires=expires_s)
-    with workers.app.producer_or_acquire() as producer:
-        amqp.send_task_message(producer, PING_TASK, message, queue=workers.queue, retry=False)
 
 
 async def ping_worker(workers: RerankClient, index: str, model: str,
                       timeout_s: float = WORKER_TIMEOUT_S) -> dict[str, Any]:
     """The ping task's result meta from a worker on the rerank queue (raises on timeout).
 
-    Same path as a rerank (subscribe to the result channel, publish, await), so it proves
-    what a search needs: a worker consuming this queue that answers through Redis.
+    Same path as a rerank (:meth:`RerankClient.call`), so it proves what a search needs: a
+    worker consuming this queue that answers through Redis.
     """
-    task_id = str(uuid.uuid4())
-    key = workers.app.backend.get_key_for_task(task_id)
-    pubsub = workers.redis.pubsub()
-
-    async def call() -> dict[str, Any]:
-        await pubsub.subscribe(key)
-        await asyncio.get_running_loop().run_in_executor(
-            None, _publish_ping, workers, task_id, index, model, timeout_s)
-        async for message in pubsub.listen():
-            if message.get("type") == "message":
-                meta = workers.app.backend.decode(message["data"])
-                if meta.get("status") in states.READY_STATES:
-                    return meta
-        raise ConnectionError("the result channel closed")
-
-    try:
-        return await asyncio.wait_for(call(), timeout_s)
-    finally:
-        with contextlib.suppress(Exception):  # closing a broken connection
-            await asyncio.shield(pubsub.aclose())
+    return await workers.call(PING_TASK, [], {"index": index, "model": model}, timeout_s)
 
 
 async def check_workers(workers: RerankClient, settings: Settings) -> dict[str, Any]:

@@ -62,49 +62,61 @@ class RerankClient:
         await self.redis.aclose()
         self._publisher.shutdown(wait=False, cancel_futures=True)
 
-    def _publish(self, task_id: str, args: list[Any], expires_s: float,
-                 request_id: str | None = None) -> None:
+    def _publish(self, task_name: str, task_id: str, args: list[Any], kwargs: dict[str, Any],
+                 expires_s: float, request_id: str | None = None) -> None:
         amqp = self.app.amqp
-        message = amqp.create_task_message(task_id, RERANK_TASK, args, {}, expires=expires_s)
+        message = amqp.create_task_message(task_id, task_name, args, kwargs, expires=expires_s)
         if request_id:  # the worker logs it on this task's lines (worker/json_logs.py)
             message.headers[REQUEST_ID_HEADER] = request_id
         with self.app.producer_or_acquire() as producer:
-            amqp.send_task_message(producer, RERANK_TASK, message, queue=self.queue,
+            amqp.send_task_message(producer, task_name, message, queue=self.queue,
                                    retry=False)
+
+    async def call(self, task_name: str, args: list[Any], kwargs: dict[str, Any],
+                   timeout_s: float) -> dict[str, Any]:
+        """Run a task on a worker of the rerank queue; its result meta once it is ready.
+
+        Raises ``asyncio.TimeoutError`` when no result comes within ``timeout_s`` (which is
+        also the task's expiry), and Redis/kombu errors when Redis is unreachable.
+        """
+        task_id = str(uuid.uuid4())
+        key = self._backend.get_key_for_task(task_id)
+        deadline = time.monotonic() + timeout_s
+        pubsub = self.redis.pubsub()
+        try:
+            return await asyncio.wait_for(
+                self._call(pubsub, key, task_name, task_id, args, kwargs, deadline), timeout_s)
+        finally:
+            # Shielded: a cancelled request must still give its connection back.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pubsub.aclose())
 
     async def rerank(self, index: str, query: str, candidates: list[list[Any]], model: str,
                      explain: bool, timeout_s: float) -> dict[str, Any]:
         """The task's result dict; raises :class:`RerankUnavailable` with the reason."""
         if timeout_s <= 0:
             raise RerankUnavailable("the deadline passed before the rerank could start")
-        task_id = str(uuid.uuid4())
-        key = self._backend.get_key_for_task(task_id)
-        deadline = time.monotonic() + timeout_s
-        pubsub = self.redis.pubsub()
         try:
-            meta = await asyncio.wait_for(
-                self._call(pubsub, key, task_id, [index, query, candidates, model, explain],
-                           deadline), timeout_s)
+            meta = await self.call(RERANK_TASK, [index, query, candidates, model, explain], {},
+                                   timeout_s)
         except asyncio.TimeoutError:
             raise RerankUnavailable(
                 f"no answer from a rerank worker within {timeout_s * 1000:.0f} ms "
                 f"(workers busy, slow, or none consuming queue {self.queue!r})") from None
         except (RedisError, OSError, OperationalError, KombuError) as exc:
-            raise RerankUnavailable(f"Redis unavailable at {self._redis_where()}: "
+            raise RerankUnavailable(f"Redis unavailable at {self.redis_where()}: "
                                     f"{type(exc).__name__}: {exc}") from None
-        finally:
-            # Shielded: a cancelled request must still give its connection back.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(pubsub.aclose())
         return self._result(meta)
 
-    async def _call(self, pubsub: aioredis.client.PubSub, key: bytes, task_id: str,
-                    args: list[Any], deadline: float) -> dict[str, Any]:
+    async def _call(self, pubsub: aioredis.client.PubSub, key: bytes, task_name: str,
+                    task_id: str, args: list[Any], kwargs: dict[str, Any],
+                    deadline: float) -> dict[str, Any]:
         await pubsub.subscribe(key)  # before publishing, so the result cannot be missed
         loop = asyncio.get_running_loop()
         # The request id is read here: executor threads do not see this task's contextvars.
-        await loop.run_in_executor(self._publisher, self._publish, task_id, args,
-                                   max(deadline - time.monotonic(), 0.001), request_id.get())
+        await loop.run_in_executor(self._publisher, self._publish, task_name, task_id, args,
+                                   kwargs, max(deadline - time.monotonic(), 0.001),
+                                   request_id.get())
         async for message in pubsub.listen():
             if message.get("type") != "message":
                 continue
@@ -131,7 +143,8 @@ class RerankClient:
             raise RerankUnavailable(f"worker error: {result['exc_type']}: {message}")
         raise RerankUnavailable(f"worker error: task ended {status}")
 
-    def _redis_where(self) -> str:
+    def redis_where(self) -> str:
+        """``host:port`` of the Redis this client talks to (for messages)."""
         kwargs = self.redis.connection_pool.connection_kwargs
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
