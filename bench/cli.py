@@ -57,8 +57,10 @@ def rerank(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOp
 @bench_app.command()
 def pipeline(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOpt = 200,
              model: ModelOpt = "paraformer", index_name: IndexOpt = None,
-             worker_processes: Annotated[int, typer.Option(
-                 min=1, help="Processes of the bench's rerank worker.")] = 1) -> None:
+             worker_processes: Annotated[int | None, typer.Option(
+                 min=1, help="Processes of the bench's rerank worker (default: as "
+                             "`lexrerank worker`: one per GPU, else one per core, at most 4)."
+             )] = None) -> None:
     """Latency of BM25 direct, BM25 through the gateway, and the reranked path (c1, c8)."""
     from bench import pipeline as suite
 

@@ -1,6 +1,6 @@
 """`lexrerank bench pipeline`: latency of the whole serving path, sequential and concurrent.
 
-Starts its own worker (prefork, ``--worker-processes``, default one: the CPU default) and
+Starts its own worker (prefork, ``--worker-processes``, default that of ``lexrerank worker``) and
 gateway on a free loopback port, on private queue names of the configured Redis, then for 1
 and for 8 concurrent clients (``c1``, ``c8``) times the same COLIEE queries (``size=10``)
 three ways:
@@ -69,7 +69,7 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def run(window: int = 100, queries: int = 200, model: str = "paraformer",
-        index: str | None = None, worker_processes: int = 1) -> dict[str, Any]:
+        index: str | None = None, worker_processes: int | None = None) -> dict[str, Any]:
     settings = get_settings()
     index = index or settings.index
     data = settings.data_dir / "coliee" / "train"
@@ -79,7 +79,9 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
         raise LexrerankError(f"no COLIEE queries under {data}")
     from reranker.checkpoint import load_reranker
     from reranker.registry import checkpoint_path
-    from worker.device import apply_torch_threads
+    from worker.device import apply_torch_threads, default_processes
+
+    worker_processes = worker_processes or default_processes()
 
     apply_torch_threads()  # the encode timings use the workers' thread setting
     reranker = load_reranker(checkpoint_path(model))

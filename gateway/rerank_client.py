@@ -1,8 +1,11 @@
 """Calling the rerank workers from the event loop, under a deadline, never blocking it.
 
-One call: subscribe (``redis.asyncio``) to the Celery result key's channel, publish the task,
-await the result message. Every failure becomes :class:`RerankUnavailable` with a reason the
-gateway reports in its fallback:
+A rerank is published the moment a search arrives, before its candidates exist
+(:meth:`RerankClient.begin_rerank`): the worker encodes the query while OpenSearch runs the
+first stage, then gets the candidates through a Redis list (:mod:`worker.candidate_handoff`).
+Results come back over the process's one pub/sub connection
+(:class:`gateway.result_listener.ResultListener`). Every failure becomes
+:class:`RerankUnavailable` with a reason the gateway reports in its fallback:
 
 - no result before the deadline (workers busy, slow, or none listening on the queue);
 - Redis down: the async client connects with a short timeout and the publish runs with
@@ -30,9 +33,12 @@ from celery import Celery, states
 from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 
+from gateway import fast_json
 from gateway.request_log import request_id
+from gateway.result_listener import ResultListener
 from lexrerank.config import Settings
 from lexrerank.redis_tls import redis_client_ssl_kwargs
+from worker import candidate_handoff
 from worker.celery_app import REDIS_CONNECT_TIMEOUT_S, RERANK_TASK, make_app
 from worker.json_logs import REQUEST_ID_HEADER
 
@@ -42,6 +48,10 @@ MAX_REDIS_CONNECTIONS = 256
 
 class RerankUnavailable(Exception):
     """The rerank did not happen; ``str(exc)`` is the fallback reason."""
+
+
+# What a Redis outage raises: on the pub/sub or GET side (redis-py) or the publish (kombu).
+REDIS_ERRORS = (RedisError, OSError, OperationalError, KombuError)
 
 
 class RerankClient:
@@ -56,9 +66,13 @@ class RerankClient:
             socket_keepalive=True, max_connections=MAX_REDIS_CONNECTIONS,
             health_check_interval=30, **redis_client_ssl_kwargs(settings))
         self._publisher = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
-        self._backend = self.app.backend  # key naming and decoding only; it never connects
+        self._backend = self.app.backend  # result key naming only; it never connects
+        # Result metas are plain JSON (the JSON result serializer; our tasks return no types
+        # that kombu would tag), so the fast parser reads them, not kombu's object-hook one.
+        self.results = ResultListener(self.redis, fast_json.loads)
 
     async def aclose(self) -> None:
+        await self.results.aclose()
         await self.redis.aclose()
         self._publisher.shutdown(wait=False, cancel_futures=True)
 
@@ -72,6 +86,18 @@ class RerankClient:
             amqp.send_task_message(producer, task_name, message, queue=self.queue,
                                    retry=False)
 
+    async def _submit(self, key: bytes, task_name: str, task_id: str, args: list[Any],
+                      kwargs: dict[str, Any], deadline: float) -> asyncio.Future:
+        """Subscribe to the task's result, then publish it; the result's future."""
+        # First, so the result cannot be missed.
+        future = await self.results.subscribe(key, max(deadline - time.monotonic(), 0.001))
+        loop = asyncio.get_running_loop()
+        # The request id is read here: executor threads do not see this task's contextvars.
+        await loop.run_in_executor(self._publisher, self._publish, task_name, task_id, args,
+                                   kwargs, max(deadline - time.monotonic(), 0.001),
+                                   request_id.get())
+        return future
+
     async def call(self, task_name: str, args: list[Any], kwargs: dict[str, Any],
                    timeout_s: float) -> dict[str, Any]:
         """Run a task on a worker of the rerank queue; its result meta once it is ready.
@@ -82,52 +108,48 @@ class RerankClient:
         task_id = str(uuid.uuid4())
         key = self._backend.get_key_for_task(task_id)
         deadline = time.monotonic() + timeout_s
-        pubsub = self.redis.pubsub()
+
+        async def submit_and_wait() -> dict[str, Any]:
+            return await (await self._submit(key, task_name, task_id, args, kwargs, deadline))
+
         try:
-            return await asyncio.wait_for(
-                self._call(pubsub, key, task_name, task_id, args, kwargs, deadline), timeout_s)
+            return await asyncio.wait_for(submit_and_wait(), timeout_s)
         finally:
-            # Shielded: a cancelled request must still give its connection back.
+            # Shielded: a cancelled request must still drop its subscription.
             with contextlib.suppress(Exception):
-                await asyncio.shield(pubsub.aclose())
+                await asyncio.shield(self.results.unsubscribe(key))
 
-    async def rerank(self, index: str, query: str, candidates: list[list[Any]], model: str,
-                     explain: bool, timeout_s: float) -> dict[str, Any]:
-        """The task's result dict; raises :class:`RerankUnavailable` with the reason."""
-        if timeout_s <= 0:
-            raise RerankUnavailable("the deadline passed before the rerank could start")
-        try:
-            meta = await self.call(RERANK_TASK, [index, query, candidates, model, explain], {},
-                                   timeout_s)
-        except asyncio.TimeoutError:
-            raise RerankUnavailable(
+    def begin_rerank(self, query: str, model: str, explain: bool,
+                     timeout_s: float) -> PendingRerank:
+        """Publish a rerank of ``query`` now; hand it its candidates later.
+
+        Never raises: a failure to publish (Redis down) surfaces from
+        :meth:`PendingRerank.finish`. Always :meth:`PendingRerank.close` the result.
+        """
+        task_id = str(uuid.uuid4())
+        key = self._backend.get_key_for_task(task_id)
+        handoff = candidate_handoff.handoff_key(task_id)
+        deadline = time.monotonic() + timeout_s
+        submitted = None
+        if timeout_s > 0:
+            kwargs = {"handoff": handoff, "wait_ms": round(timeout_s * 1000, 3)}
+            submitted = asyncio.create_task(self._submit(
+                key, RERANK_TASK, task_id, [None, query, None, model, explain], kwargs,
+                deadline))
+        return PendingRerank(self, key, handoff, submitted, deadline, timeout_s)
+
+    def unavailable(self, exc: BaseException, timeout_s: float) -> RerankUnavailable:
+        """The fallback reason for a failed call."""
+        if isinstance(exc, asyncio.TimeoutError):
+            return RerankUnavailable(
                 f"no answer from a rerank worker within {timeout_s * 1000:.0f} ms "
-                f"(workers busy, slow, or none consuming queue {self.queue!r})") from None
-        except (RedisError, OSError, OperationalError, KombuError) as exc:
-            raise RerankUnavailable(f"Redis unavailable at {self.redis_where()}: "
-                                    f"{type(exc).__name__}: {exc}") from None
-        return self._result(meta)
-
-    async def _call(self, pubsub: aioredis.client.PubSub, key: bytes, task_name: str,
-                    task_id: str, args: list[Any], kwargs: dict[str, Any],
-                    deadline: float) -> dict[str, Any]:
-        await pubsub.subscribe(key)  # before publishing, so the result cannot be missed
-        loop = asyncio.get_running_loop()
-        # The request id is read here: executor threads do not see this task's contextvars.
-        await loop.run_in_executor(self._publisher, self._publish, task_name, task_id, args,
-                                   kwargs, max(deadline - time.monotonic(), 0.001),
-                                   request_id.get())
-        async for message in pubsub.listen():
-            if message.get("type") != "message":
-                continue
-            # decode() only deserialises; decode_result() would import exception classes.
-            meta = self._backend.decode(message["data"])
-            if meta.get("status") in states.READY_STATES:
-                return meta
-        raise RerankUnavailable("the result channel closed")  # pragma: no cover
+                f"(workers busy, slow, or none consuming queue {self.queue!r})")
+        return RerankUnavailable(f"Redis unavailable at {self.redis_where()}: "
+                                 f"{type(exc).__name__}: {exc}")
 
     @staticmethod
-    def _result(meta: dict[str, Any]) -> dict[str, Any]:
+    def task_result(meta: dict[str, Any]) -> dict[str, Any]:
+        """The result of a ready task meta; :class:`RerankUnavailable` saying why there is none."""
         status = meta.get("status")
         if status == states.SUCCESS:
             return meta["result"]
@@ -154,3 +176,73 @@ class RerankClient:
             return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
         except (RedisError, OSError, asyncio.TimeoutError):
             return False
+
+
+class PendingRerank:
+    """A published rerank waiting for its candidates (see :meth:`RerankClient.begin_rerank`).
+
+    The task is already running (or queued) on a worker, encoding the query; :meth:`finish`
+    hands it the first stage's candidates and awaits the scores, :meth:`close` calls it off
+    when there is nothing to rerank and drops the subscription.
+    """
+
+    def __init__(self, client: RerankClient, key: bytes, handoff: str,
+                 submitted: asyncio.Task | None, deadline: float, timeout_s: float) -> None:
+        """``submitted``: the subscribe-and-publish task (None: the deadline had passed)."""
+        self._client = client
+        self._key = key
+        self._handoff = handoff
+        self._submitted = submitted
+        self._deadline = deadline
+        self._timeout_s = timeout_s
+        self._handed_off = False
+
+    async def finish(self, index: str, candidates: list[list[Any]]) -> dict[str, Any]:
+        """The task's result for ``candidates`` of the concrete ``index``.
+
+        Raises :class:`RerankUnavailable` with the reason when there is none in time.
+        """
+        client = self._client
+        if self._submitted is None or self._deadline - time.monotonic() <= 0:
+            raise RerankUnavailable("the deadline passed before the rerank could start")
+        message = candidate_handoff.candidates_message(index, candidates)
+        submitted = self._submitted
+
+        async def hand_off_and_wait() -> dict[str, Any]:
+            # Shielded: a deadline must not cut a publish in half (close() awaits it).
+            future = await asyncio.shield(submitted)
+            await self._hand_off(message)
+            return await future
+
+        try:
+            meta = await asyncio.wait_for(hand_off_and_wait(),
+                                          self._deadline - time.monotonic())
+        except (asyncio.TimeoutError, *REDIS_ERRORS) as exc:
+            raise client.unavailable(exc, self._timeout_s) from None
+        return client.task_result(meta)
+
+    async def close(self, reason: str = "nothing to rerank") -> None:
+        """Call the rerank off (unless its candidates went) and drop the subscription."""
+        submitted = self._submitted
+        if submitted is None:
+            return
+
+        async def close_now() -> None:
+            with contextlib.suppress(BaseException):
+                await submitted
+            if (not self._handed_off and not submitted.cancelled()
+                    and submitted.exception() is None):
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await self._hand_off(candidate_handoff.abort_message(reason))
+            await self._client.results.unsubscribe(self._key)
+
+        # Shielded: a cancelled request must still release its worker and subscription.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(close_now())
+
+    async def _hand_off(self, message: bytes) -> None:
+        ttl = candidate_handoff.key_ttl_s(max(self._deadline - time.monotonic(), 0))
+        pipe = self._client.redis.pipeline(transaction=False)
+        pipe.rpush(self._handoff, message).expire(self._handoff, ttl)
+        await pipe.execute()
+        self._handed_off = True

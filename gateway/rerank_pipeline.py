@@ -1,5 +1,10 @@
 """The ``lexrerank`` search pipeline: first stage in OpenSearch, rerank on a worker, merge.
 
+The rerank task is published when the request arrives, so a worker encodes the query while
+OpenSearch runs the first stage; the candidates follow when OpenSearch answers
+(:meth:`gateway.rerank_client.RerankClient.begin_rerank`). ``took_ms.rerank`` is the wait for
+the worker after the first stage.
+
 The deadline (``ext.rerank.timeout_ms``, default ``LEXRERANK_RERANK_TIMEOUT_MS``) counts
 from the request's arrival and covers the first stage and the wait for the worker. Whatever
 goes wrong on the rerank side (timeout, no worker, worker error, Redis down, an answer that
@@ -10,7 +15,6 @@ back as OpenSearch returned them; OpenSearch unreachable is a 503.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -19,6 +23,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import fast_json
 from gateway.hit_index import hits_index
 from gateway.merge import (
     MergeError,
@@ -32,7 +37,7 @@ from gateway.metrics import record_rerank
 from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
 from gateway.proxy import request_headers, upstream_failure
 from gateway.request_log import annotate
-from gateway.rerank_client import RerankClient, RerankUnavailable
+from gateway.rerank_client import PendingRerank, RerankClient, RerankUnavailable
 from gateway.rerank_request import PlannedSearch
 from lexrerank.config import Settings
 
@@ -42,14 +47,27 @@ JSON_TYPE = "application/json; charset=UTF-8"
 
 def json_response(payload: dict[str, Any], status: int = 200) -> Response:
     """Compact JSON like OpenSearch's (no ``JSONResponse`` re-validation of floats)."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, status_code=status, media_type=JSON_TYPE)
+    return Response(fast_json.dumps(payload), status_code=status, media_type=JSON_TYPE)
 
 
 async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
                        upstream: OpenSearchUpstream, workers: RerankClient,
                        settings: Settings, started: float) -> Response:
     """Answer one reranked ``_search`` (``started``: ``time.perf_counter()`` on arrival)."""
+    opts = plan.rerank
+    # Published before the first stage: the worker encodes the query meanwhile.
+    pending = workers.begin_rerank(opts.query_text or "", opts.model, opts.explain,
+                                   opts.timeout_ms / 1000 - (time.perf_counter() - started))
+    try:
+        return await _first_stage_then_rerank(request, index, plan, upstream, pending,
+                                              settings, started)
+    finally:
+        await pending.close()
+
+
+async def _first_stage_then_rerank(request: Request, index: str, plan: PlannedSearch,
+                                   upstream: OpenSearchUpstream, pending: PendingRerank,
+                                   settings: Settings, started: float) -> Response:
     opts = plan.rerank
     headers = [(k, v) for k, v in request_headers(request.scope)
                if k.lower() not in ("content-type", "accept-encoding")]
@@ -59,7 +77,7 @@ async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
     target = f"{path}?{urlencode(plan.params)}" if plan.params else path
     try:
         first = await upstream.request("POST", target, headers,
-                                       json.dumps(plan.body).encode())
+                                       fast_json.dumps(plan.body))
     except UPSTREAM_ERRORS as exc:
         return upstream_failure(exc, settings)
     t_first = time.perf_counter()
@@ -67,17 +85,15 @@ async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
         # OpenSearch's own error (bad query, missing index): returned as it is.
         return Response(first.body, status_code=first.status,
                         media_type=first.header(b"content-type", JSON_TYPE.encode()).decode())
-    response = json.loads(first.body)
+    response = fast_json.loads(first.body)
     status, reason, result = "ok", None, None
     t_rerank_start = time.perf_counter()
     try:
         candidates = window_candidates(response, opts.window)
         if candidates:
-            remaining = opts.timeout_ms / 1000 - (time.perf_counter() - started)
             # The concrete index of the hits, not the alias: its vectors score them.
-            scored_index = hits_index(response, opts.window, index)
-            result = await workers.rerank(scored_index, opts.query_text or "", candidates,
-                                          opts.model, opts.explain, remaining)
+            result = await pending.finish(hits_index(response, opts.window, index),
+                                          candidates)
     except (RerankUnavailable, MergeError) as exc:
         status, reason = "fallback", str(exc)
     except Exception as exc:  # noqa: BLE001 - a rerank-side bug must not become a 5xx

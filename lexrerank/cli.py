@@ -382,7 +382,8 @@ def worker(
         help="Comma-separated queues (default: rerank,embed as configured by "
              "LEXRERANK_RERANK_QUEUE / LEXRERANK_EMBED_QUEUE).")] = None,
     concurrency: Annotated[int | None, typer.Option(
-        min=1, help="Processes (default: one per GPU, 1 on CPU).")] = None,
+        min=1, help="Processes (default: one per GPU; on CPU one per core, at most 4).")]
+    = None,
     pool: Annotated[str, typer.Option(help="prefork | solo | threads")] = "prefork",
     hostname: Annotated[str, typer.Option(help="Celery node name.")] = "lexrerank@%h",
     preload: Annotated[bool, typer.Option(
@@ -395,7 +396,7 @@ def worker(
     """Run a Celery worker for the rerank (latency) and embed (batch) queues."""
     if pool not in POOLS:
         raise LexrerankError(f"unknown pool {pool!r}: use one of {', '.join(POOLS)}")
-    from worker.device import THREADS_ENV, gpu_count
+    from worker.device import THREADS_ENV, default_processes
 
     settings = get_settings()
     names = queues or f"{settings.rerank_queue},{settings.embed_queue}"
@@ -406,8 +407,8 @@ def worker(
     prepare_multiproc_dir("worker")  # before prometheus_client loads: children's metrics
     from worker.celery_app import app as celery_app
 
-    # One process per GPU (each holds a model); on CPU one: scale with --concurrency.
-    processes = concurrency or max(1, gpu_count())
+    # One process per GPU (each holds a model); on CPU one per core (one torch thread each).
+    processes = concurrency or default_processes()
     if threads:
         os.environ[THREADS_ENV] = str(threads)  # applied by worker.tasks in each child
     celery_app.worker_main(["worker", "--queues", names, "--concurrency", str(processes),

@@ -30,7 +30,7 @@ from reranker.encoder import (
     resolve_encoder_path,
     truncate_query,
 )
-from reranker.paraformer import Paraformer, ParaformerHead, RerankOutput
+from reranker.paraformer import EncodedQuery, Paraformer, ParaformerHead, RerankOutput
 from reranker.sparsemax import masked_softmax, sparsemax
 from reranker.training import TrainingExample, TrainingReport, mrr_of_gold, train_reranker
 
@@ -43,6 +43,7 @@ __all__ = [
     "ArticleVectors",
     "AttentiveCNN",
     "AttentiveCNNReranker",
+    "EncodedQuery",
     "Paraformer",
     "ParaformerHead",
     "Reranker",

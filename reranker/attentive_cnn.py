@@ -34,7 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lexrerank.errors import LexrerankError
-from reranker.paraformer import VECTOR_DTYPES, RerankOutput, eval_mode, state_fingerprint
+from reranker.paraformer import (
+    VECTOR_DTYPES,
+    EncodedQuery,
+    RerankOutput,
+    eval_mode,
+    state_fingerprint,
+)
 from reranker.sparsemax import masked_softmax, sparsemax
 
 if TYPE_CHECKING:
@@ -559,18 +565,29 @@ class AttentiveCNNReranker:
             scores = self.model.score(query, matrix)
         return RerankOutput(scores.float().cpu().numpy().astype(np.float32), weights)
 
+    def prepare_query(self, query: str | Sequence[str]) -> EncodedQuery:
+        """Encode one query for :meth:`rerank_prepared` (the query-side half of a rerank)."""
+        with torch.inference_mode(), eval_mode(self.model):
+            vectors, _, truncated = self.encode_texts([self.query_sentences(query)])
+        return EncodedQuery(vectors[0].float().clone(), truncated)
+
+    def rerank_prepared(
+        self,
+        query: EncodedQuery,
+        article_vectors: Sequence[ArticleVectors | np.ndarray | Tensor],
+    ) -> RerankOutput:
+        """Score the candidates' stored vectors for an already encoded query."""
+        out = self.score(query.vector, article_vectors)
+        out.query_truncated = query.truncated
+        return out
+
     def rerank(
         self,
         query: str | Sequence[str],
         article_vectors: Sequence[ArticleVectors | np.ndarray | Tensor],
     ) -> RerankOutput:
         """Encode the query once and score the candidates' stored vectors."""
-        sentences = self.query_sentences(query)
-        with torch.inference_mode(), eval_mode(self.model):
-            vectors, _, truncated = self.encode_texts([sentences])
-        out = self.score(vectors[0].float(), article_vectors)
-        out.query_truncated = truncated
-        return out
+        return self.rerank_prepared(self.prepare_query(query), article_vectors)
 
     def rerank_reference(
         self,

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Paraformer",
     "ParaformerHead",
+    "EncodedQuery",
     "RerankOutput",
     "pad_sentence_vectors",
     "state_fingerprint",
@@ -63,6 +64,20 @@ class RerankOutput:
     scores: np.ndarray
     weights: list[np.ndarray] = field(default_factory=list)
     query_truncated: bool = False
+
+
+@dataclass
+class EncodedQuery:
+    """A query encoded for scoring: what :meth:`Paraformer.score` (or the Attentive CNN's)
+    takes, so a caller can encode the query before it knows the candidates.
+
+    Attributes:
+        vector: [d] float32 on the model's device.
+        truncated: True when the query was longer than the encoder reads.
+    """
+
+    vector: Tensor
+    truncated: bool = False
 
 
 @contextmanager
@@ -378,12 +393,22 @@ class Paraformer:
             [weights_np[i, :n].copy() for i, n in enumerate(lengths)],
         )
 
+    def prepare_query(self, query: str) -> EncodedQuery:
+        """Encode one query for :meth:`rerank_prepared` (the query-side half of a rerank)."""
+        _, truncated = truncate_query(self.encoder, query)
+        return EncodedQuery(self.encode_query(query), truncated)
+
+    def rerank_prepared(
+        self, query: EncodedQuery, article_vectors: Sequence[np.ndarray | Tensor]
+    ) -> RerankOutput:
+        """Score the candidates' precomputed vectors for an already encoded query."""
+        out = self.score(query.vector, article_vectors)
+        out.query_truncated = query.truncated
+        return out
+
     def rerank(self, query: str, article_vectors: Sequence[np.ndarray | Tensor]) -> RerankOutput:
         """Encode the query once and score the candidates' precomputed vectors."""
-        _, truncated = truncate_query(self.encoder, query)
-        out = self.score(self.encode_query(query), article_vectors)
-        out.query_truncated = truncated
-        return out
+        return self.rerank_prepared(self.prepare_query(query), article_vectors)
 
     def rerank_reference(
         self,

@@ -19,6 +19,7 @@ from celery.signals import after_setup_logger
 from opensearchpy.exceptions import NotFoundError
 
 from lexrerank.errors import LexrerankError
+from worker import candidate_handoff
 from worker.celery_app import (
     EMBED_TASK,
     PING_TASK,
@@ -31,6 +32,7 @@ from worker.celery_app import (
 from worker.delivery_guard import check_redelivery, is_redelivered
 from worker.device import apply_torch_threads
 from worker.fault_injection import maybe_delay
+from worker.metrics import HANDED_OFF_BATCH
 from worker.service_cache import process_cache
 
 log = logging.getLogger(__name__)
@@ -60,27 +62,47 @@ def _candidates(raw: Any) -> list[tuple[str, float]]:
 
 
 @app.task(name=RERANK_TASK, bind=True, throws=(LexrerankError,), resultrepr_maxsize=200)
-def rerank(self: Task, index: str, query: str, candidates: list, model: str,
-           explain: bool = True) -> dict[str, Any]:
+def rerank(self: Task, index: str | None, query: str, candidates: list | None, model: str,
+           explain: bool = True, handoff: str | None = None,
+           wait_ms: float | None = None) -> dict[str, Any]:
     """Rerank first-stage ``candidates`` of ``index`` for ``query`` with ``model``.
 
-    Returns :meth:`worker.rerank_service.RerankResult.to_dict` plus ``timing_ms``; without
-    ``explain`` the evidence lists are left empty (less to ship through Redis).
+    With ``handoff`` (a :mod:`worker.candidate_handoff` key), ``index`` and ``candidates`` are
+    None: the query is encoded first, then the index and candidates are awaited on that key
+    for up to ``wait_ms`` (the gateway runs its first stage meanwhile).
+
+    Returns :meth:`worker.rerank_service.RerankResult.to_dict` plus ``timing_ms``: ``rerank``
+    is the compute (query encode + gather + score + fuse), ``encode`` the query encode alone,
+    ``wait`` the time spent waiting for handed-off candidates. Without ``explain`` the
+    evidence lists are left empty (less to ship through Redis).
     """
     _guard(self)
     maybe_delay()  # a test hook (worker/fault_injection.py); no-op unless configured
     if not isinstance(query, str) or not query.strip():
         raise LexrerankError("the query text is empty")
+    cache = process_cache()
+    t0 = time.perf_counter()
+    prepared = cache.model(model).prepare_query(query) if handoff is not None else None
+    t1 = time.perf_counter()
+    if handoff is not None:
+        index, candidates = candidate_handoff.receive(self.app.backend.client, handoff,
+                                                      (wait_ms or 0) / 1000)
+    t2 = time.perf_counter()
+    if not isinstance(index, str) or not index:
+        raise LexrerankError("no index named to rerank in")
     pairs = _candidates(candidates)
-    start = time.perf_counter()
-    service = process_cache().service_covering(index, model, [d for d, _ in pairs])
-    loaded = time.perf_counter()
-    result = service.rerank(query, pairs).to_dict()
-    if not explain:
-        for hit in result["hits"]:
-            hit["evidence"] = []
-    result["timing_ms"] = {"load": round((loaded - start) * 1000, 3),
-                           "rerank": round((time.perf_counter() - loaded) * 1000, 3)}
+    if handoff is not None:  # the metrics read the batch size from the arguments otherwise
+        setattr(self.request, HANDED_OFF_BATCH, len(pairs))
+    service = cache.service_covering(index, model, [d for d, _ in pairs])
+    t3 = time.perf_counter()
+    if prepared is None:
+        prepared = service.model.prepare_query(query)
+    t4 = time.perf_counter()
+    result = service.rerank_prepared(prepared, pairs, explain=bool(explain)).to_dict()
+    t5 = time.perf_counter()
+    timing = {"load": t3 - t2, "encode": (t1 - t0) + (t4 - t3), "wait": t2 - t1,
+              "rerank": (t1 - t0) + (t5 - t3)}
+    result["timing_ms"] = {name: round(s * 1000, 3) for name, s in timing.items()}
     return result
 
 

@@ -170,6 +170,21 @@ def test_bad_requests_are_400_in_opensearch_shape(stack: Stack) -> None:
     assert resp.json()["error"]["type"] == "index_not_found_exception"
 
 
+def test_a_search_with_nothing_to_rerank_releases_its_worker(stack: Stack) -> None:
+    """The rerank is published on arrival: when the first stage fails or finds nothing, the
+    gateway calls it off, so the (one, solo) worker is free at once, not at the deadline."""
+    slow = {"timeout_ms": 20_000}
+    for index, body in (("no-such-index", rerank_body(**slow)),
+                        (GATEWAY_INDEX, rerank_body("zzzqqq xxyyzz", **slow))):
+        params = {"search_pipeline": "lexrerank"}
+        resp = httpx.post(f"{stack.url}/{index}/_search", params=params, json=body, timeout=30)
+        assert resp.status_code in (200, 404), resp.text
+    start = time.monotonic()
+    answer = search(stack, rerank_body(**slow))
+    assert answer["ext"]["rerank"]["status"] == "ok", answer["ext"]
+    assert time.monotonic() - start < 10, "the worker was still waiting for candidates"
+
+
 def test_index_without_vectors_falls_back_with_the_reason(stack: Stack,
                                                          client: OpenSearch) -> None:
     name = "test-gateway-novectors"

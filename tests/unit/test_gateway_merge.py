@@ -204,16 +204,16 @@ def test_fallback_pages_in_first_stage_order_and_ext_is_added() -> None:
 
 
 def test_worker_failures_become_readable_reasons() -> None:
-    ok = RerankClient._result({"status": "SUCCESS", "result": {"hits": []}})
+    ok = RerankClient.task_result({"status": "SUCCESS", "result": {"hits": []}})
     assert ok == {"hits": []}
     with pytest.raises(RerankUnavailable, match="LexrerankError: index 'x' has no"):
-        RerankClient._result({"status": "FAILURE", "result": {
+        RerankClient.task_result({"status": "FAILURE", "result": {
             "exc_type": "LexrerankError", "exc_message": ["index 'x' has no vectors"]}})
     with pytest.raises(RerankUnavailable, match="expired in the rerank queue"):
-        RerankClient._result({"status": "REVOKED", "result": {
+        RerankClient.task_result({"status": "REVOKED", "result": {
             "exc_type": "TaskRevokedError", "exc_message": ["expired"]}})
     with pytest.raises(RerankUnavailable, match="REVOKED"):
-        RerankClient._result({"status": "REVOKED", "result": None})
+        RerankClient.task_result({"status": "REVOKED", "result": None})
 
 
 def test_via_gateway_takes_an_optional_url() -> None:
@@ -235,9 +235,15 @@ class StubWorkers:
     def __init__(self, result: dict[str, Any] | None = None, error: str | None = None
                  ) -> None:
         self.result, self.error, self.calls = result, error, []
+        self.begun = self.closed = 0
 
-    async def rerank(self, index: str, query: str, candidates: list, model: str,
-                     explain: bool, timeout_s: float) -> dict[str, Any]:
+    def begin_rerank(self, query: str, model: str, explain: bool,
+                     timeout_s: float) -> StubPending:
+        self.begun += 1
+        return StubPending(self, query, model, explain)
+
+    async def answer(self, index: str, query: str, candidates: list, model: str,
+                     explain: bool) -> dict[str, Any]:
         self.calls.append((index, query, candidates, model, explain))
         if self.error:
             raise RerankUnavailable(self.error)
@@ -248,6 +254,20 @@ class StubWorkers:
 
     async def aclose(self) -> None:
         return None
+
+
+class StubPending:
+    """Stands in for :class:`gateway.rerank_client.PendingRerank`."""
+
+    def __init__(self, workers: StubWorkers, query: str, model: str, explain: bool) -> None:
+        self.workers, self.query, self.model, self.explain = workers, query, model, explain
+
+    async def finish(self, index: str, candidates: list) -> dict[str, Any]:
+        return await self.workers.answer(index, self.query, candidates, self.model,
+                                         self.explain)
+
+    async def close(self, reason: str = "") -> None:
+        self.workers.closed += 1
 
 
 def stub_app(workers: StubWorkers, handler) -> TestClient:
@@ -293,11 +313,12 @@ def test_app_fallback_is_a_200_in_first_stage_order() -> None:
     assert (sent["size"], sent["from"], "ext" in sent) == (10, 0, False)
     assert "search_pipeline" not in str(seen[0].url)
     assert workers.calls[0][1] == "minor" and len(workers.calls[0][2]) == 10
+    assert workers.begun == workers.closed == 1  # published on arrival, always closed
 
 
 def test_app_turns_a_rerank_side_bug_into_a_fallback() -> None:
     class Broken(StubWorkers):
-        async def rerank(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        async def answer(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
             raise RuntimeError("boom")
 
     with stub_app(Broken(), opensearch_stub([])) as http:

@@ -38,12 +38,23 @@ def sample(name: str, **labels: str) -> float:
 
 def worker_reason(meta: dict) -> str:
     with pytest.raises(RerankUnavailable) as info:
-        RerankClient._result(meta)
+        RerankClient.task_result(meta)
     return str(info.value)
 
 
 def test_the_client_s_own_reasons_map_to_categories() -> None:
     asyncio.run(check_client_reasons())
+
+
+async def fallback_reason(client: RerankClient, timeout_s: float) -> str:
+    """The reason a rerank through ``client`` falls back with (it must fall back)."""
+    pending = client.begin_rerank("q", "paraformer", False, timeout_s)
+    try:
+        with pytest.raises(RerankUnavailable) as raised:
+            await pending.finish("i", [["a", 1.0]])
+    finally:
+        await pending.close()
+    return str(raised.value)
 
 
 async def check_client_reasons() -> None:
@@ -55,17 +66,15 @@ async def check_client_reasons() -> None:
                                            "redis_url": "redis://127.0.0.1:1/0"})
     client = RerankClient(settings)
     try:
-        with pytest.raises(RerankUnavailable) as down:
-            await client.rerank("i", "q", [["a", 1.0]], "paraformer", False, 2.0)
-        with pytest.raises(RerankUnavailable) as late:
-            await client.rerank("i", "q", [["a", 1.0]], "paraformer", False, 0.0)
+        down = await fallback_reason(client, 2.0)
+        late = await fallback_reason(client, 0.0)
     finally:
         await client.aclose()
     metrics.RECENT.no_worker_until = 0.0
     assert metrics.fallback_category(revoked) == "timeout"
-    assert metrics.fallback_category(str(late.value)) == "timeout"
+    assert metrics.fallback_category(late) == "timeout"
     assert metrics.fallback_category(failed) == "worker_error"
-    assert metrics.fallback_category(str(down.value)) == "redis_unavailable"
+    assert metrics.fallback_category(down) == "redis_unavailable"
     assert metrics.fallback_category("bad worker answer: KeyError('hits')") == "bad_answer"
     assert metrics.fallback_category("gateway error: ValueError: x") == "gateway_error"
     assert metrics.fallback_category("something new") == "other"
