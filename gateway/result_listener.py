@@ -32,7 +32,7 @@ class ResultListener:
 
     def __init__(self, redis: aioredis.Redis, decode: Callable[[bytes], dict[str, Any]]
                  ) -> None:
-        """``decode``: bytes of a stored/published result -> its meta dict (the backend's)."""
+        """``decode``: the bytes of a published result -> its meta dict."""
         self.redis = redis
         self._decode = decode
         self._pubsub: aioredis.client.PubSub | None = None

@@ -72,7 +72,7 @@ def receive(client: Any, key: str, timeout_s: float) -> tuple[str, Any]:
     Raises :class:`LexrerankError` when the key is not a handoff key, when the gateway called
     the rerank off, or when nothing came in time (the gateway gave up or died).
     """
-    if not key.startswith(KEY_PREFIX):
+    if not isinstance(key, str) or not key.startswith(KEY_PREFIX):
         raise LexrerankError(f"{key!r} is not a candidates handoff key")
     deadline = time.monotonic() + max(timeout_s, 0.0)
     while True:

@@ -85,8 +85,10 @@ def rerank(self: Task, index: str | None, query: str, candidates: list | None, m
     prepared = cache.model(model).prepare_query(query) if handoff is not None else None
     t1 = time.perf_counter()
     if handoff is not None:
+        if not isinstance(wait_ms, (int, float)) or isinstance(wait_ms, bool):
+            raise LexrerankError("wait_ms must be a number of milliseconds")
         index, candidates = candidate_handoff.receive(self.app.backend.client, handoff,
-                                                      (wait_ms or 0) / 1000)
+                                                      wait_ms / 1000)
     t2 = time.perf_counter()
     if not isinstance(index, str) or not index:
         raise LexrerankError("no index named to rerank in")

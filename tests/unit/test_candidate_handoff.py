@@ -52,6 +52,8 @@ def test_nothing_in_time_is_an_error_not_a_hang() -> None:
 def test_only_handoff_keys_are_read() -> None:
     with pytest.raises(LexrerankError, match="not a candidates handoff key"):
         handoff.receive(FakeList({"celery": [b"{}"]}), "celery", 1.0)
+    with pytest.raises(LexrerankError, match="not a candidates handoff key"):
+        handoff.receive(FakeList(), ["a", "list"], 1.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("raw, message", [
