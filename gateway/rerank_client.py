@@ -31,6 +31,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery, states
 from kombu.exceptions import KombuError, OperationalError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway import fast_json
@@ -67,12 +69,20 @@ class RerankClient:
             health_check_interval=30, **redis_client_ssl_kwargs(settings))
         self._publisher = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
         self._backend = self.app.backend  # result key naming only; it never connects
+        # The result connection is read by its listener's task alone: no health-check PING
+        # and no retrying reconnect (both read replies on it from the caller's coroutine).
+        # When it breaks, the listener fails its waiters and opens a new one.
+        self._results_redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            socket_keepalive=True, health_check_interval=0, retry=Retry(NoBackoff(), 0),
+            **redis_client_ssl_kwargs(settings))
         # Result metas are plain JSON (the JSON result serializer; our tasks return no types
         # that kombu would tag), so the fast parser reads them, not kombu's object-hook one.
-        self.results = ResultListener(self.redis, fast_json.loads)
+        self.results = ResultListener(self._results_redis, fast_json.loads)
 
     async def aclose(self) -> None:
         await self.results.aclose()
+        await self._results_redis.aclose()
         await self.redis.aclose()
         self._publisher.shutdown(wait=False, cancel_futures=True)
 
