@@ -28,7 +28,7 @@ def loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(data)
+        return json.loads(raw)
 
 
 def dumps(value: Any) -> bytes:

@@ -52,7 +52,7 @@ class RerankUnavailable(Exception):
     """The rerank did not happen; ``str(exc)`` is the fallback reason."""
 
 
-# What a Redis outage raises: on the pub/sub or GET side (redis-py) or the publish (kombu).
+# What a Redis outage raises: on the pub/sub or handoff side (redis-py) or the publish (kombu).
 REDIS_ERRORS = (RedisError, OSError, OperationalError, KombuError)
 
 

@@ -85,9 +85,9 @@ class ResultListener:
                 await self._pubsub.aclose()
             self._pubsub = None
 
-    def _deliver(self, key: bytes, data: bytes | None) -> None:
+    def _deliver(self, key: bytes, data: bytes) -> None:
         future = self._waiters.get(key)
-        if future is None or future.done() or data is None:
+        if future is None or future.done():
             return
         try:
             meta = self._decode(data)

@@ -155,8 +155,9 @@ def task_model_and_batch(task: str, args: Any, kwargs: Any) -> tuple[str, int | 
             len(items) if isinstance(items, list) else None)
 
 
-# Attribute of the task's request where a rerank puts its handed-off candidate count.
-HANDED_OFF_BATCH = "lexrerank_batch_size"
+# Attribute of the task's request where a task puts the batch size it counted itself (a
+# rerank's candidates may come by handoff, not in its arguments).
+BATCH_SIZE_ATTR = "lexrerank_batch_size"
 _served: set[str] = set()
 
 
@@ -187,8 +188,7 @@ def _task_finished(task_id: str | None = None, task: Any = None, args: Any = Non
     start = _started.pop(task_id or "", None)
     seconds = time.perf_counter() - start if start is not None else None
     model, batch = task_model_and_batch(name, args, kwargs)
-    if batch is None:  # a rerank whose candidates came by handoff records how many itself
-        batch = getattr(getattr(task, "request", None), HANDED_OFF_BATCH, None)
+    batch = getattr(getattr(task, "request", None), BATCH_SIZE_ATTR, batch)
     model = model if model in served_models() else "other"  # request-given: bounded
     outcome = (state or "unknown").lower()
     if seconds is not None:

@@ -32,7 +32,7 @@ from worker.celery_app import (
 from worker.delivery_guard import check_redelivery, is_redelivered
 from worker.device import apply_torch_threads
 from worker.fault_injection import maybe_delay
-from worker.metrics import HANDED_OFF_BATCH
+from worker.metrics import BATCH_SIZE_ATTR
 from worker.service_cache import process_cache
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,7 @@ def rerank(self: Task, index: str | None, query: str, candidates: list | None, m
     if not isinstance(index, str) or not index:
         raise LexrerankError("no index named to rerank in")
     pairs = _candidates(candidates)
-    if handoff is not None:  # the metrics read the batch size from the arguments otherwise
-        setattr(self.request, HANDED_OFF_BATCH, len(pairs))
+    setattr(self.request, BATCH_SIZE_ATTR, len(pairs))  # for the metrics (worker/metrics.py)
     service = cache.service_covering(index, model, [d for d, _ in pairs])
     t3 = time.perf_counter()
     if prepared is None:
