@@ -14,6 +14,9 @@ three ways:
   (``LEXRERANK_RERANK_TIMEOUT_MS``): answers that fell back are counted in ``fallbacks``
   (their latency is the deadline, which is what a user sees).
 
+``gateway_cpu_ms``: the gateway process's CPU time (``/proc``, 10 ms ticks) per request it
+served in the BM25 pair (``bm25``) and in the reranked phase (``reranked``).
+
 ``worker_ms`` is the worker's own time per rerank (encode + gather + score + fuse), from the
 task result; the rest of ``reranked`` is queueing, Redis, the first stage and the merge.
 ``encode_ms`` is the query encoder alone, timed in this process with the same number of
@@ -36,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from bench.services import Services, run_clients, run_paired_clients
+from bench.services import Services, process_cpu_ms, run_clients, run_paired_clients
 from gateway.first_stage import bm25_body
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
@@ -104,17 +107,21 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
             for call in (direct, gateway, reranked):  # warm-up: connections, lazy init
                 run_clients(1, texts[:5], call)
             for c in CONCURRENCY:
-                result[f"c{c}"] = _phase(c, texts, direct, gateway, reranked, reranker)
+                result[f"c{c}"] = _phase(c, texts, direct, gateway, reranked, reranker,
+                                         services.gateway.pid)
         finally:
             services.stop()
     return result
 
 
 def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, reranked: Callable,
-           reranker: Any) -> dict[str, Any]:
+           reranker: Any, gateway_pid: int) -> dict[str, Any]:
+    cpu = [process_cpu_ms(gateway_pid)]
     # Paired: each query goes straight to OpenSearch and through the gateway back to back.
     direct_ms, gateway_ms, bm25_err = run_paired_clients(c, texts, direct, gateway)
+    cpu.append(process_cpu_ms(gateway_pid))
     reranked_ms, infos, reranked_err = run_clients(c, texts, reranked)
+    cpu.append(process_cpu_ms(gateway_pid))
     fallbacks = sum(1 for info in infos if info.get("status") != "ok")
     # Reasons grouped by kind (the milliseconds in them made every one unique).
     reasons = Counter(re.sub(r"\d+", "N", info.get("reason") or "") for info in infos
@@ -129,6 +136,9 @@ def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, rerank
     stats["worker_ms_p50"], stats["worker_ms_p95"] = _stats(worker)
     stats["gateway_overhead_ratio"] = round(percentile(gateway_ms, 50)
                                             / percentile(direct_ms, 50), 3)
+    if None not in cpu:
+        stats["gateway_cpu_ms"] = {"bm25": round((cpu[1] - cpu[0]) / len(texts), 3),
+                                   "reranked": round((cpu[2] - cpu[1]) / len(texts), 3)}
     stats.update(errors=bm25_err + reranked_err, fallbacks=fallbacks,
                  fallback_reasons=dict(reasons))
     return stats

@@ -74,6 +74,16 @@ def signal_group(proc: subprocess.Popen | None, sig: int = signal.SIGKILL,
         proc.wait(timeout=30)
 
 
+def process_cpu_ms(pid: int) -> float | None:
+    """CPU time (user + system, ms) process ``pid`` has used so far; None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 class PrivateRedis:
     """A redis-server of our own on a free port, no persistence; restartable on that port."""
 

@@ -22,17 +22,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
+from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream, failed_to_connect
 from lexrerank.config import Settings
 
-# RFC 9110 hop-by-hop headers, plus ones the HTTP layers on each side set themselves.
+# RFC 9110 hop-by-hop headers, plus ones the HTTP layers on each side set themselves
+# ("expect": uvicorn answers 100-continue to the client; upstream, the body goes at once).
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "transfer-encoding", "upgrade", "host", "x-request-id",
+    "trailer", "transfer-encoding", "upgrade", "host", "x-request-id", "expect",
 })
 _HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
 BUFFER_LIMIT = 1 << 20
-STREAM_CHUNK = 1 << 16
 
 
 def request_headers(scope: Scope) -> list[tuple[str, str]]:
@@ -66,9 +66,8 @@ def opensearch_error(status: int, error_type: str, reason: str) -> JSONResponse:
 
 def upstream_failure(exc: BaseException, settings: Settings) -> JSONResponse:
     """503 (unreachable) or 504 (timed out) for a failed upstream call."""
-    connecting = isinstance(exc, (aiohttp.ClientConnectorError,
-                                  aiohttp.ConnectionTimeoutError))
-    if not connecting and isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    timed_out = isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError))
+    if timed_out and not failed_to_connect(exc):
         return opensearch_error(504, "gateway_timeout_exception",
                                 f"OpenSearch at {settings.opensearch_url} did not answer in "
                                 f"time: {type(exc).__name__}")
@@ -131,7 +130,7 @@ async def proxy_asgi(scope: Scope, receive: Receive, send: Send, upstream: OpenS
             return
         await send({"type": "http.response.start", "status": answer.status,
                     "headers": headers})
-        async for chunk in answer.content.iter_chunked(STREAM_CHUNK):
+        async for chunk in answer.iter_chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
     finally:

@@ -256,13 +256,14 @@ def test_request_id_reaches_the_worker_log(ops_stack: Stack, ops_index: str) -> 
     assert answer["ext"]["rerank"]["status"] == "ok"
     deadline = time.monotonic() + 10
     lines: list[dict[str, Any]] = []
-    while time.monotonic() < deadline and not lines:
-        for line in ops_stack.worker.log.read_text(errors="replace").splitlines():
-            if rid in line:
-                lines.append(json.loads(line))
+    done: list[dict[str, Any]] = []
+    # Until the task's last line: lines logged earlier in the task may be there first.
+    while time.monotonic() < deadline and not done:
+        text = ops_stack.worker.log.read_text(errors="replace")
+        lines = [json.loads(line) for line in text.splitlines() if rid in line]
+        done = [entry for entry in lines if entry["msg"] == "task done"]
         time.sleep(0.2)
     assert lines, "no worker log line carries the request id"
-    done = [entry for entry in lines if entry["msg"] == "task done"]
     assert done and done[0]["request_id"] == rid
     assert done[0]["task"] == "lexrerank.rerank" and done[0]["outcome"] == "success"
 

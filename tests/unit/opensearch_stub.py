@@ -1,7 +1,8 @@
 """A stand-in OpenSearch for in-process gateway tests: a real HTTP server on loopback.
 
-The gateway talks to OpenSearch over aiohttp, so the stub is a real server (aiohttp.web in a
-background thread) rather than a mocked transport; what it answers comes from a handler
+The gateway talks to OpenSearch over its own sockets (gateway.keepalive_pool, and aiohttp for
+HEAD and streamed uploads), so the stub is a real server (aiohttp.web in a background thread)
+rather than a mocked transport; what it answers comes from a handler
 written in httpx's terms, ``handler(httpx.Request) -> httpx.Response``.
 """
 

@@ -24,6 +24,7 @@ from gateway.merge import (
     window_candidates,
     with_ext,
 )
+from gateway.proxy import BUFFER_LIMIT
 from gateway.rerank_client import RerankClient, RerankUnavailable
 from gateway.rerank_request import (
     RequestError,
@@ -370,6 +371,25 @@ def test_app_passes_other_requests_through_and_maps_outages() -> None:
             assert resp.status_code == 503
             assert resp.json()["error"]["type"] == "opensearch_unavailable_exception"
             assert resp.json()["status"] == 503
+
+
+def test_large_answers_and_head_requests_pass_through_whole() -> None:
+    big = bytes(range(256)) * (3 * BUFFER_LIMIT // 256)  # streamed, not buffered
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "application/octet-stream", "x-os": "1"}
+        if request.method == "HEAD":  # (the stub server sets the length itself)
+            return httpx.Response(200, headers=headers)
+        return httpx.Response(200, content=big, headers=headers)
+
+    with stub_app(StubWorkers(), handler) as http:
+        for _ in range(2):  # the second on a connection the first gave back
+            resp = http.get("/big/_doc/1")
+            assert resp.status_code == 200 and resp.content == big
+            assert resp.headers["x-os"] == "1"
+        head = http.head("/big")
+        assert head.status_code == 200 and head.content == b"" and head.headers["x-os"] == "1"
+        assert http.get("/big/_doc/1").content == big  # HEAD left nothing behind
 
 
 def test_unknown_gateway_paths_are_404s_and_never_reach_opensearch() -> None:
