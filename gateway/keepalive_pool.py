@@ -2,8 +2,8 @@
 
 Every search the gateway handles makes one call to OpenSearch, and its latency is what users
 compare against going straight there. aiohttp's client builds a request object, a URL, a
-cookie jar lookup, trace hooks and timers per call: about 0.5 ms of CPU per search on the
-2-core CI machine (``bench pipeline``'s pass-through ratio was 1.3-1.4 with it). This pool
+cookie jar lookup, trace hooks and timers per call: about 0.5 ms of CPU per search on this
+project's 2-core machine (``bench pipeline``'s pass-through ratio was 1.3-1.4 with it). This pool
 keeps only what a proxied exchange needs: write the request in one buffer, let httptools
 parse the answer, hand the body over as it arrives.
 
@@ -15,7 +15,8 @@ uploads stay on aiohttp (:mod:`gateway.opensearch_upstream` chooses).
 Errors: :class:`UpstreamUnreachable` (connect refused or timed out), :class:`UpstreamClosed`
 (connection lost mid-exchange), both ``ConnectionError``; :class:`UpstreamTimeout` (no answer
 within the read timeout), an ``asyncio.TimeoutError``. A connection whose exchange did not
-finish cleanly is closed, never reused.
+finish cleanly is closed, never reused. A kept connection that OpenSearch closed just as it
+was reused, before answering, is retried once on a new one for idempotent methods only.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import httptools
 
 HIGH_WATER = 1 << 20  # answer bytes buffered before reading pauses
 MAX_IDLE = 64  # idle connections kept for reuse
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 
 
 class UpstreamUnreachable(ConnectionError):
@@ -52,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
         self.in_use = False  # an exchange is under way (bytes at any other time are wrong)
+        self.reused = False  # it served an earlier exchange
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._reset()
@@ -61,6 +64,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.head_done = self.complete = self.interim = self.keep_alive = False
+        self.received = False  # any byte of this exchange's answer
         self.buffer_all = False
         self.paused = False
 
@@ -72,6 +76,7 @@ class _Connection(asyncio.Protocol):
         if not self.in_use:
             self.transport.close()  # type: ignore[union-attr]
             return
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -236,31 +241,48 @@ class KeepAlivePool:
         ``target`` is the path and query as the client encoded them; ``headers`` go as given
         (the caller removes hop-by-hop ones); ``content-length`` is set here.
         """
+        if method == "HEAD":
+            raise ValueError("HEAD answers have no body to parse: send HEAD through aiohttp")
         request = _request_bytes(method, target, self.host_header, headers, body)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new loop (tests): nothing carries over
             self._loop, self._slots, self._idle = loop, asyncio.Semaphore(self._max), []
         await self._slots.acquire()
-        conn = None
         try:
-            conn = await self._connection()
-            conn.transport.write(request)  # type: ignore[union-attr]
-            while not conn.head_done:
-                await conn.wait(self.read_timeout_s)
-            return PooledAnswer(self, conn, self.read_timeout_s)
+            return await self._exchange(method, request)
         except BaseException:
-            if conn is not None:
-                self._discard(conn)
-            else:
-                self._slots.release()
+            self._slots.release()
             raise
+
+    async def _exchange(self, method: str, request: bytes) -> PooledAnswer:
+        """Send ``request`` (a slot is held) and wait for the answer's head."""
+        retried = False
+        while True:
+            conn = await self._connection()
+            try:
+                conn.transport.write(request)  # type: ignore[union-attr]
+                while not conn.head_done:
+                    await conn.wait(self.read_timeout_s)
+                return PooledAnswer(self, conn, self.read_timeout_s)
+            except UpstreamClosed:
+                conn.transport.close()  # type: ignore[union-attr]
+                # A kept connection OpenSearch closed as it was reused: nothing was
+                # answered, so an idempotent request goes again, once, on a new one
+                # (RFC 9110 9.2.2; aiohttp does the same).
+                if (retried or not conn.reused or conn.received
+                        or method not in IDEMPOTENT_METHODS):
+                    raise
+                retried = True
+            except BaseException:
+                conn.transport.close()  # type: ignore[union-attr]
+                raise
 
     async def _connection(self) -> _Connection:
         while self._idle:
             conn = self._idle.pop()
             if not conn.lost and not conn.transport.is_closing():  # type: ignore[union-attr]
                 conn._reset()
-                conn.in_use = True
+                conn.in_use = conn.reused = True
                 return conn
         loop = asyncio.get_running_loop()
         try:

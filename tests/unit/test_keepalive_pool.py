@@ -32,6 +32,7 @@ class ScriptedServer:
 
     def __init__(self, script: Script) -> None:
         self.script, self.connections, self.requests = script, 0, []
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self, tls: ssl.SSLContext | None = None) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
@@ -40,6 +41,7 @@ class ScriptedServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.append(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -81,9 +83,10 @@ def run(script: Script, scenario: Callable[[KeepAlivePool, ScriptedServer], Awai
     return asyncio.run(main())
 
 
-async def fetch(pool: KeepAlivePool, body: bytes | None = b'{"size": 1}') -> tuple[int, bytes]:
+async def fetch(pool: KeepAlivePool, body: bytes | None = b'{"size": 1}',
+                method: str = "POST") -> tuple[int, bytes]:
     headers = [("content-type", "application/json")]
-    got = await pool.open("POST", "/idx/_search?q=a%2Fb", headers, body)
+    got = await pool.open(method, "/idx/_search?q=a%2Fb", headers, body)
     try:
         return got.status, await got.read()
     finally:
@@ -283,3 +286,46 @@ def test_the_url_scheme_and_tls_must_agree() -> None:
         KeepAlivePool("https://os:9200", None, 2.0, 5.0, 8)
     with pytest.raises(ValueError, match="https"):
         KeepAlivePool("http://os:9200", ssl.create_default_context(), 2.0, 5.0, 8)
+
+
+def test_an_opensearch_restart_is_unreachable_then_served_again() -> None:
+    async def scenario(pool: KeepAlivePool, server: ScriptedServer) -> None:
+        assert await fetch(pool) == (200, b"{}")  # a pooled connection
+        port = server.server.sockets[0].getsockname()[1]
+        server.server.close()
+        for writer in server.writers:  # OpenSearch going down closes its connections too
+            writer.close()
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamUnreachable):
+            await fetch(pool)
+        restarted = await asyncio.start_server(server._serve, "127.0.0.1", port)
+        try:
+            assert await fetch(pool) == (200, b"{}")
+        finally:
+            restarted.close()
+
+    run(answer(b"{}"), scenario)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_kept_connection_closed_unanswered_is_retried_for_idempotent_methods(
+        method: str) -> None:
+    served: dict[asyncio.StreamWriter, int] = {}
+
+    async def hang_up_on_the_first_reuse(request: bytes, writer: asyncio.StreamWriter) -> None:
+        served[writer] = served.get(writer, 0) + 1
+        if served[writer] == 2 and len(served) == 1:
+            writer.close()  # as if OpenSearch timed the idle connection out just now
+            return
+        await answer(b"{}")(request, writer)
+
+    async def scenario(pool: KeepAlivePool, server: ScriptedServer) -> None:
+        assert await fetch(pool) == (200, b"{}")
+        if method == "GET":
+            assert await fetch(pool, None, method) == (200, b"{}")
+            assert server.connections == 2  # the retry went on a new connection
+        else:
+            with pytest.raises(UpstreamClosed):  # not idempotent: the client decides
+                await fetch(pool, b"{}", method)
+
+    run(hang_up_on_the_first_reuse, scenario)
