@@ -39,14 +39,17 @@ from typing import Any
 
 import httpx
 
-from bench.services import Services, process_cpu_ms, run_clients, run_paired_clients
+from bench.services import (
+    Services,
+    process_cpu_seconds,
+    query_texts,
+    run_clients,
+    run_paired_clients,
+)
 from gateway.first_stage import bm25_body
 from lexrerank.config import get_settings
-from lexrerank.errors import LexrerankError
 from lexrerank.evaluation import percentile
-from reranker.datasets import read_queries
 
-COLIEE_YEARS = tuple(f"H{n}" for n in range(18, 31)) + ("R01", "R02", "R03", "R04")
 CONCURRENCY = (1, 8)
 PAGE_SIZE = 10
 
@@ -75,11 +78,7 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
         index: str | None = None, worker_processes: int | None = None) -> dict[str, Any]:
     settings = get_settings()
     index = index or settings.index
-    data = settings.data_dir / "coliee" / "train"
-    files = [data / f"riteval_{y}_en.xml" for y in COLIEE_YEARS]
-    texts = [q.text for q in read_queries([f for f in files if f.exists()])][:queries]
-    if not texts:
-        raise LexrerankError(f"no COLIEE queries under {data}")
+    texts = query_texts(queries)
     from reranker.checkpoint import load_reranker
     from reranker.registry import checkpoint_path
     from worker.device import apply_torch_threads, default_processes
@@ -116,12 +115,12 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
 
 def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, reranked: Callable,
            reranker: Any, gateway_pid: int) -> dict[str, Any]:
-    cpu = [process_cpu_ms(gateway_pid)]
+    cpu = [process_cpu_seconds(gateway_pid)]
     # Paired: each query goes straight to OpenSearch and through the gateway back to back.
     direct_ms, gateway_ms, bm25_err = run_paired_clients(c, texts, direct, gateway)
-    cpu.append(process_cpu_ms(gateway_pid))
+    cpu.append(process_cpu_seconds(gateway_pid))
     reranked_ms, infos, reranked_err = run_clients(c, texts, reranked)
-    cpu.append(process_cpu_ms(gateway_pid))
+    cpu.append(process_cpu_seconds(gateway_pid))
     fallbacks = sum(1 for info in infos if info.get("status") != "ok")
     # Reasons grouped by kind (the milliseconds in them made every one unique).
     reasons = Counter(re.sub(r"\d+", "N", info.get("reason") or "") for info in infos
@@ -137,8 +136,8 @@ def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, rerank
     stats["gateway_overhead_ratio"] = round(percentile(gateway_ms, 50)
                                             / percentile(direct_ms, 50), 3)
     if None not in cpu:
-        stats["gateway_cpu_ms"] = {"bm25": round((cpu[1] - cpu[0]) / len(texts), 3),
-                                   "reranked": round((cpu[2] - cpu[1]) / len(texts), 3)}
+        stats["gateway_cpu_ms"] = {"bm25": round((cpu[1] - cpu[0]) * 1000 / len(texts), 3),
+                                   "reranked": round((cpu[2] - cpu[1]) * 1000 / len(texts), 3)}
     stats.update(errors=bm25_err + reranked_err, fallbacks=fallbacks,
                  fallback_reasons=dict(reasons))
     return stats

@@ -39,6 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.services import process_cpu_seconds
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 
@@ -154,16 +155,8 @@ def _bare_encode(model: Any, sentences: list[str]) -> tuple[float, float]:
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds consumed so far by ``pids`` (from /proc/<pid>/stat)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+    """User + system CPU seconds consumed so far by ``pids`` (those still readable)."""
+    return sum(filter(None, map(process_cpu_seconds, pids)))
 
 
 def _cache_mb(client: Any, index: str, model: Any) -> float:

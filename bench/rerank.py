@@ -22,21 +22,18 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.services import coliee_queries
 from gateway.first_stage import search_bm25
 from lexrerank.config import get_settings
 from lexrerank.evaluation import percentile
 from lexrerank.opensearch_client import opensearch_client
-from reranker.datasets import read_queries
 from worker.device import apply_torch_threads
 from worker.rerank_service import RerankService
-
-COLIEE_YEARS = tuple(f"H{n}" for n in range(18, 31)) + ("R01", "R02", "R03", "R04")
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -58,11 +55,7 @@ def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
     settings = get_settings()
     index = index or settings.index
     client = opensearch_client(settings)
-    data = settings.data_dir / "coliee" / "train"
-    files = [data / f"riteval_{y}_en.xml" for y in COLIEE_YEARS]
-    query_set = read_queries([f for f in files if Path(f).exists()])[:queries]
-    if not query_set:
-        raise SystemExit(f"no COLIEE queries under {data}")
+    query_set = coliee_queries(queries)
     service = RerankService.load(client, index, model)
     reranker = service.model
     windows = [(q.text, [(h.doc_id, h.score) for h in search_bm25(client, index, q.text,

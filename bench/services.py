@@ -74,14 +74,14 @@ def signal_group(proc: subprocess.Popen | None, sig: int = signal.SIGKILL,
         proc.wait(timeout=30)
 
 
-def process_cpu_ms(pid: int) -> float | None:
-    """CPU time (user + system, ms) process ``pid`` has used so far; None without /proc."""
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used so far (``/proc/<pid>/stat``);
+    None when it cannot be read (no such process, or no /proc)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 class PrivateRedis:
@@ -245,13 +245,19 @@ def run_paired_clients(concurrency: int, texts: list[str], first: Callable, seco
     return firsts, seconds, sum((f is None) + (s is None) for f, s in done)
 
 
-def query_texts(limit: int) -> list[str]:
-    """Up to ``limit`` COLIEE training query texts (``LEXRERANK_DATA``), as users would ask."""
+def coliee_queries(limit: int) -> list[Any]:
+    """Up to ``limit`` COLIEE training queries (``reranker.datasets.Query``, from
+    ``LEXRERANK_DATA``), as users would ask them."""
     from reranker.datasets import read_queries
 
     data = get_settings().data_dir / "coliee" / "train"
     files = [data / f"riteval_{y}_en.xml" for y in COLIEE_YEARS]
-    texts = [q.text for q in read_queries([f for f in files if f.exists()])][:limit]
-    if not texts:
+    queries = read_queries([f for f in files if f.exists()])[:limit]
+    if not queries:
         raise LexrerankError(f"no COLIEE queries under {data}: set LEXRERANK_DATA")
-    return texts
+    return queries
+
+
+def query_texts(limit: int) -> list[str]:
+    """The texts of :func:`coliee_queries`."""
+    return [q.text for q in coliee_queries(limit)]
