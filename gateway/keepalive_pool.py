@@ -264,18 +264,15 @@ class KeepAlivePool:
                 while not conn.head_done:
                     await conn.wait(self.read_timeout_s)
                 return PooledAnswer(self, conn, self.read_timeout_s)
-            except UpstreamClosed:
+            except BaseException as exc:
                 conn.transport.close()  # type: ignore[union-attr]
                 # A kept connection OpenSearch closed as it was reused: nothing was
                 # answered, so an idempotent request goes again, once, on a new one
                 # (RFC 9110 9.2.2; aiohttp does the same).
-                if (retried or not conn.reused or conn.received
-                        or method not in IDEMPOTENT_METHODS):
+                if (retried or not isinstance(exc, UpstreamClosed) or not conn.reused
+                        or conn.received or method not in IDEMPOTENT_METHODS):
                     raise
                 retried = True
-            except BaseException:
-                conn.transport.close()  # type: ignore[union-attr]
-                raise
 
     async def _connection(self) -> _Connection:
         while self._idle:
