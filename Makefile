@@ -42,14 +42,12 @@ status:
 
 run: up
 	$(LEXRERANK) index --corpus "$(LEXRERANK_CORPUS)"
-	$(LEXRERANK) embed --model paraformer
-	$(LEXRERANK) embed --model attentive-cnn
 	$(LEXRERANK) up --serve
 	@echo
 	@echo "OpenSearch, Redis, a rerank worker and the gateway run in the background (make down stops them)."
 	@echo "Command line:"
-	@echo "  $(LEXRERANK) search \"A minor may rescind a contract without consent\" --reranker paraformer"
-	@echo "  $(LEXRERANK) eval --queries $(DATA)/coliee/train/riteval_R04_en.xml --reranker paraformer"
+	@echo "  $(LEXRERANK) search \"A minor may rescind a contract without consent\" --reranker default"
+	@echo "  $(LEXRERANK) eval --queries $(DATA)/coliee/train/riteval_R04_en.xml --reranker default"
 	@echo "The gateway (OpenSearch-compatible; reranks _search with search_pipeline=lexrerank):"
 	@echo "  curl -s -XPOST 'http://127.0.0.1:8000/statutes/_search?search_pipeline=lexrerank' -H 'content-type: application/json' -d '{\"size\": 3, \"_source\": [\"caption\"], \"query\": {\"match\": {\"content\": \"A minor may rescind a contract\"}}, \"ext\": {\"rerank\": {\"explain\": true}}}'"
 	@echo "  $(BIN)/python -c 'from opensearchpy import OpenSearch; r = OpenSearch(\"http://127.0.0.1:8000\").search(index=\"statutes\", params={\"search_pipeline\": \"lexrerank\"}, body={\"size\": 3, \"query\": {\"match\": {\"content\": \"A minor may rescind a contract\"}}}); print(r[\"ext\"][\"rerank\"], [h[\"_id\"] for h in r[\"hits\"][\"hits\"]])'"

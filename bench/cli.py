@@ -8,6 +8,7 @@ run by hand, never by the test run.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,7 +21,9 @@ out = Console(soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 WindowOpt = Annotated[int, typer.Option(min=1, max=1000, help="Rerank window.")]
 QueriesOpt = Annotated[int, typer.Option(min=1, help="Queries to time.")]
-ModelOpt = Annotated[str, typer.Option(help="paraformer, attentive-cnn or a checkpoint.")]
+ModelOpt = Annotated[str, typer.Option(
+    help="default (the index language's default), ensemble, paraformer, attentive-cnn or a "
+         "checkpoint.")]
 IndexOpt = Annotated[str | None, typer.Option("--index", help="Index name (default: statutes).")]
 
 
@@ -46,7 +49,7 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 @bench_app.command()
 def rerank(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOpt = 200,
-           model: ModelOpt = "paraformer", index_name: IndexOpt = None) -> None:
+           model: ModelOpt = "default", index_name: IndexOpt = None) -> None:
     """One rerank with precomputed article vectors vs the published algorithm."""
     from bench import rerank as suite
 
@@ -56,7 +59,7 @@ def rerank(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOp
 
 @bench_app.command()
 def pipeline(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOpt = 200,
-             model: ModelOpt = "paraformer", index_name: IndexOpt = None,
+             model: ModelOpt = "default", index_name: IndexOpt = None,
              worker_processes: Annotated[int | None, typer.Option(
                  min=1, help="Processes of the bench's rerank worker (default: as "
                              "`lexrerank worker`: one per GPU, else one per core, at most 4)."
@@ -73,7 +76,7 @@ def reindex_suite(
     as_json: JsonOpt = False,
     articles: Annotated[int, typer.Option(min=1, help="Articles in the generated corpus.")]
     = 100_000,
-    model: ModelOpt = "paraformer",
+    model: ModelOpt = "default",
     chunk_size: Annotated[int, typer.Option(min=1, help="Articles per embed task.")] = 200,
     concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     keep_index: Annotated[bool, typer.Option(help="Keep the bench index afterwards.")] = False,
@@ -90,7 +93,7 @@ def load(
     as_json: JsonOpt = False,
     concurrency: Annotated[str, typer.Option(help="Comma list of client counts.")]
     = "1,4,16,32",
-    queries: QueriesOpt = 200, window: WindowOpt = 100, model: ModelOpt = "paraformer",
+    queries: QueriesOpt = 200, window: WindowOpt = 100, model: ModelOpt = "default",
     index_name: IndexOpt = None,
     timeout_ms: Annotated[int | None, typer.Option(
         min=1, help="Rerank deadline (default: LEXRERANK_RERANK_TIMEOUT_MS).")] = None,
@@ -114,7 +117,7 @@ def faults(
     only: Annotated[str | None, typer.Option(
         "--only", help="Comma list: worker_kill, redis_stop, worker_slow, opensearch_stop, "
                        "reindex_kill (default: all).")] = None,
-    model: ModelOpt = "paraformer", index_name: IndexOpt = None,
+    model: ModelOpt = "default", index_name: IndexOpt = None,
     timeout_ms: Annotated[int | None, typer.Option(
         min=1, help="Rerank deadline (default: LEXRERANK_RERANK_TIMEOUT_MS).")] = None,
 ) -> None:
@@ -128,3 +131,44 @@ def faults(
     chosen = tuple(f.strip() for f in only.split(",") if f.strip()) if only else suite.FAULTS
     report("faults", suite.run(quick=quick, faults=chosen, model=model, index=index_name,
                                timeout_ms=timeout_ms), as_json)
+
+
+@bench_app.command()
+def quality(
+    as_json: JsonOpt = False,
+    datasets: Annotated[str, typer.Option(
+        help="Comma list: coliee_en (rolling origin over COLIEE years), alqac_vi "
+             "(k-fold cross-validation).")] = "coliee_en,alqac_vi",
+) -> None:
+    """Every quality figure of the README: BM25 vs each reranker, no setting chosen on the
+    data it is reported on (COLIEE rolling origin). Trains each fold's models on first use
+    (cached in <LEXRERANK_CACHE>/quality)."""
+    from bench import quality as suite
+
+    chosen = tuple(d.strip() for d in datasets.split(",") if d.strip())
+    report("quality", suite.run(datasets=chosen), as_json)
+
+
+@bench_app.command()
+def release(
+    as_json: JsonOpt = False,
+    language: Annotated[str, typer.Option(help="Corpus language: en or vi.")] = "en",
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Where to write (default: reranker/weights/<language>).")] = None,
+    index_name: IndexOpt = None,
+) -> None:
+    """Build the shipped weights of a language: the quality protocol's release fold (trained
+    on all years but the last, settings chosen on the last)."""
+    from bench import release as suite
+
+    report("release", suite.build(language=language, out=out_dir,
+                                  index=index_name), as_json)
+
+
+@bench_app.command()
+def encoders(as_json: JsonOpt = False) -> None:
+    """Each packaged encoder, frozen, ranking the BM25 windows of each language's queries
+    (MRR, recall@k): which encoder reads which language before any training."""
+    from bench import encoders as suite
+
+    report("encoders", suite.run(), as_json)

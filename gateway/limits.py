@@ -29,7 +29,7 @@ from lexrerank.config import Settings
 
 # The shipped reranker names (``reranker.registry.MODEL_NAMES``; importing ``reranker`` here
 # would pull torch into the gateway; a unit test keeps the two equal).
-SHIPPED_MODELS = ("paraformer", "attentive-cnn")
+SHIPPED_MODELS = ("ensemble", "paraformer", "attentive-cnn", "dense")
 SEARCH_SUFFIX = "/_search"
 
 
@@ -57,7 +57,7 @@ class Limits:
                    max_result_window=settings.max_result_window,
                    max_window=settings.max_window,
                    max_timeout_ms=settings.max_timeout_ms,
-                   models=frozenset((*SHIPPED_MODELS, settings.default_model,
+                   models=frozenset((*SHIPPED_MODELS, "default", settings.default_model,
                                      *settings.extra_models)))
 
 

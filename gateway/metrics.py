@@ -48,8 +48,8 @@ from lexrerank.config import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGES = ("first_stage", "rerank", "merge", "total")
-FALLBACK_CATEGORIES = ("timeout", "no_worker", "worker_error", "redis_unavailable",
-                       "bad_answer", "gateway_error", "other")
+FALLBACK_CATEGORIES = ("timeout", "no_worker", "worker_error", "language_mismatch",
+                       "redis_unavailable", "bad_answer", "gateway_error", "other")
 # Seconds: a 2 ms BM25 search up to a 10 s deadline.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
                    0.75, 1.0, 2.5, 5.0, 10.0)
@@ -157,6 +157,8 @@ def fallback_category(reason: str | None) -> str:
         return "no_worker" if RECENT.workers_absent() else "timeout"
     if text.startswith("redis unavailable"):
         return "redis_unavailable"
+    if text.startswith("worker error: languagemismatch"):
+        return "language_mismatch"  # lexrerank.errors.LanguageMismatch
     if text.startswith("worker error"):
         return "worker_error"
     if text.startswith("bad worker answer"):

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from opensearchpy import OpenSearch
+from opensearchpy.exceptions import NotFoundError
 from opensearchpy.helpers import scan, streaming_bulk
 from tqdm import tqdm
 
@@ -43,6 +44,15 @@ def index_meta(client: OpenSearch, index: str) -> dict[str, Any]:
     return body["mappings"].get("_meta", {}).get("lexrerank", {})
 
 
+def index_language(client: OpenSearch, index: str) -> str | None:
+    """The corpus language an index records (``_meta.lexrerank.language``), or None (also for
+    an index that does not exist, or an alias over several)."""
+    try:
+        return index_meta(client, index).get("language")
+    except (LexrerankError, NotFoundError):
+        return None
+
+
 def record_model_version(client: OpenSearch, index: str, model: Reranker, count: int) -> None:
     """Note in the index metadata that every document holds vectors of ``model``."""
     meta = index_meta(client, index)
@@ -57,27 +67,31 @@ def record_model_version(client: OpenSearch, index: str, model: Reranker, count:
         "_meta": {"lexrerank": {**meta, "model_versions": versions}}})
 
 
-def _lacking(docs: Iterable[dict[str, Any]], version: str) -> Iterator[tuple[str, list[str]]]:
-    """(id, sentences) of the fetched documents that hold no vectors of ``version``."""
+Pending = tuple[str, list[str], str | None]  # (doc id, sentences, caption)
+SOURCE = ["sentences", "caption"]
+
+
+def _lacking(docs: Iterable[dict[str, Any]], version: str) -> Iterator[Pending]:
+    """(id, sentences, caption) of the fetched documents that hold no vectors of ``version``."""
     for doc in docs:
         src = doc.get("_source") or {}
         if src.get("vectors", {}).get(version) is None:
-            yield doc["_id"], src.get("sentences") or []
+            yield doc["_id"], src.get("sentences") or [], src.get("caption")
 
 
-def _pending(client: OpenSearch, index: str, version: str) -> Iterator[tuple[str, list[str]]]:
+def _pending(client: OpenSearch, index: str, version: str) -> Iterator[Pending]:
     return _lacking(scan(client, index=index, query={"query": {"match_all": {}}},
-                         _source=["sentences", f"vectors.{version}.model_version"], size=500),
+                         _source=[*SOURCE, f"vectors.{version}.model_version"], size=500),
                     version)
 
 
 def _pending_ids(client: OpenSearch, index: str, version: str, ids: Sequence[str],
-                 missing: list[str], chunk: int = 500) -> Iterator[tuple[str, list[str]]]:
+                 missing: list[str], chunk: int = 500) -> Iterator[Pending]:
     """Like :func:`_pending` for the documents ``ids`` only; absent ids go to ``missing``."""
     unique = list(dict.fromkeys(ids))
     for i in range(0, len(unique), chunk):
         resp = client.mget(index=index, body={"ids": unique[i:i + chunk]},
-                           _source_includes=["sentences", f"vectors.{version}.model_version"])
+                           _source_includes=[*SOURCE, f"vectors.{version}.model_version"])
         missing.extend(doc["_id"] for doc in resp["docs"] if not doc.get("found"))
         yield from _lacking((doc for doc in resp["docs"] if doc.get("found")), version)
 
@@ -103,7 +117,7 @@ def embed_index(client: OpenSearch, index: str, model: Reranker, batch_size: int
     else:
         pending = list(_pending_ids(client, index, version, ids, missing))
         total = len(set(ids)) - len(missing)
-    empty = [doc_id for doc_id, sentences in pending if not sentences]
+    empty = [doc_id for doc_id, sentences, _ in pending if not sentences]
     if empty:
         raise LexrerankError(f"{len(empty)} documents in {index!r} have no sentences "
                              f"(e.g. {empty[0]!r}); re-index them")
@@ -111,10 +125,11 @@ def embed_index(client: OpenSearch, index: str, model: Reranker, batch_size: int
               file=sys.stderr, disable=not show_progress) as bar:
         for i in range(0, len(pending), batch_size):
             chunk = pending[i:i + batch_size]
-            records = precompute_articles(model, [s for _, s in chunk], batch_size=64)
+            records = precompute_articles(model, [s for _, s, _ in chunk], batch_size=64,
+                                          captions=[c for _, _, c in chunk])
             actions = ({"_op_type": "update", "_index": index, "_id": doc_id,
                         "doc": {"vectors": {version: record}}}
-                       for (doc_id, _), record in zip(chunk, records, strict=True))
+                       for (doc_id, _, _), record in zip(chunk, records, strict=True))
             for ok, item in streaming_bulk(client, actions, max_retries=5, initial_backoff=1,
                                            raise_on_error=False):
                 if not ok:

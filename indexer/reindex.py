@@ -80,11 +80,11 @@ class ModelSpec:
     weights_sha256: str | None
 
     @classmethod
-    def from_checkpoint(cls, name: str) -> ModelSpec:
+    def from_checkpoint(cls, name: str, language: str | None = None) -> ModelSpec:
         from reranker.checkpoint import read_config
         from reranker.registry import checkpoint_path
 
-        config = read_config(checkpoint_path(name))
+        config = read_config(checkpoint_path(name, language))
         if not config.get("model_version") or not config.get("kind"):
             raise LexrerankError(f"checkpoint of {name!r} records no kind/model_version; "
                                  "re-save it with `lexrerank train`")
@@ -243,7 +243,6 @@ class ReindexJob:
             raise LexrerankError("--keep must be at least 1 (the live index)")
         if not opts.models:
             raise LexrerankError("name at least one --model")
-        models = [ModelSpec.from_checkpoint(m) for m in dict.fromkeys(opts.models)]
 
         def articles() -> Iterable[Article]:
             return parse_corpus(opts.corpus, opts.fmt, opts.language)
@@ -252,6 +251,11 @@ class ReindexJob:
         source = validate_corpus(Path(opts.corpus), articles, opts.language)
         source.fmt = opts.fmt
         self.seconds["validate"] = time.monotonic() - start
+        # The models trained for the corpus' language; an ensemble needs its members' vectors.
+        from reranker.registry import member_names
+
+        names = [m for name in opts.models for m in member_names(name, source.language)]
+        models = [ModelSpec.from_checkpoint(m, source.language) for m in dict.fromkeys(names)]
 
         migrate_from = None
         if is_concrete_index(self.client, opts.alias):

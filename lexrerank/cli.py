@@ -33,7 +33,8 @@ BM25_CUTOFF = "ratio:0.84:5"
 
 IndexOpt = Annotated[str | None, typer.Option("--index", help="Index name (default: statutes).")]
 RerankerOpt = Annotated[str, typer.Option(
-    help="none, paraformer, attentive-cnn, or a checkpoint directory.")]
+    help="none, default (the default model of the index's language), ensemble, paraformer, "
+         "attentive-cnn, or a checkpoint directory.")]
 WindowOpt = Annotated[int, typer.Option(min=1, max=1000, help="Rerank window.")]
 ViaGatewayOpt = Annotated[str | None, typer.Option(
     "--via-gateway", metavar="[URL]",
@@ -124,6 +125,10 @@ def index(
     index_name: IndexOpt = None,
     language: Annotated[str | None, typer.Option(help="en | vi | ja (default: the format's)")]
     = None,
+    vectors: Annotated[bool, typer.Option(
+        "--vectors/--no-vectors",
+        help="Also store the article vectors of the language's default reranker, so the "
+             "index can be reranked as soon as this returns.")] = True,
 ) -> None:
     """Parse a corpus and bulk-load it into an index (idempotent: stable ids)."""
     from indexer.bulk_load import load_articles
@@ -139,6 +144,16 @@ def index(
     verb = "created" if report.created else "updated"
     out.print(f"{verb} index {report.index!r}: {report.indexed} articles in "
               f"{report.seconds:.1f}s ({lang})")
+    if not vectors:
+        return
+    from reranker.registry import available_models
+
+    if not available_models(lang):
+        out.print(f"no reranker is trained for {lang} statutes: the index is searched with "
+                  "BM25 only (train one: docs/training.md)")
+        return
+    for line in embed_models(client, name, "default"):
+        out.print(line)
 
 
 @app.command()
@@ -252,7 +267,7 @@ def evaluate(
 
             # The model's tuned cut-off, from its checkpoint config (the model is not loaded).
             default_cutoff = CutoffPolicy.from_dict(
-                read_config(checkpoint_path(reranker)).get("cutoff",
+                read_config(checkpoint_path(reranker, _language_of(name))).get("cutoff",
                                                             CutoffPolicy().to_dict()))
         results, model_version = run_queries_via_gateway(via_gateway, name, query_set,
                                                          reranker, window,
@@ -262,6 +277,13 @@ def evaluate(
             name, query_set, reranker, window, progress, not as_json, default_cutoff)
     _report_eval(results, query_set, reranker, model_version, default_cutoff, name, window,
                  cutoff, tune_cutoff, as_json, run_file, via_gateway)
+
+
+def _language_of(index: str) -> str | None:
+    from indexer.article_vectors import index_language
+    from lexrerank.opensearch_client import opensearch_client
+
+    return index_language(opensearch_client(get_settings()), index)
 
 
 def _run_in_process(name: str, query_set: list[Query], reranker: str, window: int,
@@ -326,21 +348,38 @@ def _report_eval(results: list[QueryResult], query_set: list[Query], reranker: s
 @app.command()
 def embed(
     index_name: IndexOpt = None,
-    model: Annotated[str, typer.Option(help="paraformer, attentive-cnn or a checkpoint "
-                                            "directory.")] = "paraformer",
+    model: Annotated[str, typer.Option(help="default (the index language's default model), "
+                                            "ensemble, paraformer, attentive-cnn or a "
+                                            "checkpoint directory.")] = "default",
 ) -> None:
-    """Compute a model's article-side vectors and store them with the index (resumable)."""
-    from indexer.article_vectors import embed_index
+    """Compute a model's article-side vectors and store them with the index (resumable).
+
+    An ensemble stores the vectors of each of its members.
+    """
     from lexrerank.opensearch_client import opensearch_client
-    from reranker.checkpoint import load_reranker
-    from reranker.registry import checkpoint_path
 
     settings = get_settings()
-    loaded = load_reranker(checkpoint_path(model))
-    report = embed_index(opensearch_client(settings), index_name or settings.index, loaded)
-    out.print(f"{report.index}: vectors of {loaded.kind} {report.model_version} for "
-              f"{report.total} articles ({report.computed} computed, {report.skipped} already "
-              f"there) in {report.seconds:.1f}s")
+    client = opensearch_client(settings)
+    for line in embed_models(client, index_name or settings.index, model):
+        out.print(line)
+
+
+def embed_models(client, index: str, model: str, show_progress: bool = True) -> list[str]:
+    """Store the vectors of ``model`` (each member of an ensemble) for the index's language."""
+    from indexer.article_vectors import embed_index, index_language
+    from reranker.checkpoint import check_language, load_reranker
+    from reranker.registry import checkpoint_path, member_names
+
+    language = index_language(client, index)
+    lines = []
+    for name in member_names(model, language):
+        loaded = load_reranker(checkpoint_path(name, language))
+        check_language(loaded.checkpoint_config, name, index, language)
+        report = embed_index(client, index, loaded, show_progress=show_progress)
+        lines.append(f"{report.index}: vectors of {loaded.kind} {report.model_version} for "
+                     f"{report.total} articles ({report.computed} computed, {report.skipped} "
+                     f"already there) in {report.seconds:.1f}s")
+    return lines
 
 
 def _register_reindex() -> None:

@@ -56,7 +56,10 @@ class Settings:
     data_dir: Path
     opensearch_heap: str
     # Gateway and workers (see README, "Gateway and workers").
-    default_model: str = "paraformer"
+    default_model: str = "default"
+    # The corpus language whose model encodes a query before its index is known (the
+    # gateway publishes a rerank on arrival); other languages' indexes are encoded again.
+    language: str = "en"
     extra_models: tuple[str, ...] = ()
     rerank_timeout_ms: int = 1000
     default_pipeline_indexes: tuple[str, ...] = ()
@@ -120,7 +123,8 @@ def get_settings() -> Settings:
         data_dir=Path(os.environ.get("LEXRERANK_DATA", _default_data_dir())),
         # 2 cores / 24 GiB: a 2 GiB heap leaves room for the workers and the page cache.
         opensearch_heap=os.environ.get("LEXRERANK_OPENSEARCH_HEAP", "2g"),
-        default_model=os.environ.get("LEXRERANK_MODEL") or "paraformer",
+        default_model=os.environ.get("LEXRERANK_MODEL") or "default",
+        language=os.environ.get("LEXRERANK_LANGUAGE") or "en",
         extra_models=_env_list("LEXRERANK_MODELS"),
         rerank_timeout_ms=_env_int("LEXRERANK_RERANK_TIMEOUT_MS", 1000),
         default_pipeline_indexes=_env_list("LEXRERANK_DEFAULT_PIPELINE_INDEXES"),

@@ -14,3 +14,8 @@ class InputError(LexrerankError):
         self.path = str(path)
         self.line = line
         self.reason = reason
+
+
+class LanguageMismatch(LexrerankError):
+    """No model fits the index's language: the one named was trained for another language,
+    or none is trained for this one (the gateway's fallback category ``language_mismatch``)."""

@@ -20,6 +20,7 @@ from opensearchpy.helpers import scan
 from tqdm import tqdm
 
 from gateway.first_stage import search_bm25
+from indexer.article_vectors import index_language
 from lexrerank.errors import LexrerankError
 from reranker.article_side import Reranker
 from reranker.checkpoint import read_config, save_checkpoint
@@ -143,7 +144,10 @@ def train(client: OpenSearch, index: str, options: TrainOptions, train_files: Se
     else:
         raise LexrerankError("give --dev FILE (to tune fusion and cut-off) or --settings-from "
                              "CHECKPOINT (to reuse tuned ones)")
+    language = index_language(client, index)
     config = {
+        # The corpus language trained for: the model is refused for indexes of others.
+        "languages": [language] if language else [],
         "fusion": fusion.to_dict(),
         "cutoff": cutoff.to_dict(),
         "training": {

@@ -2,6 +2,7 @@
 
 Records are compact: arrays are stored as base64 of their raw little-endian bytes (float16 by
 default), not as JSON float lists. Paraformer records hold the sentence embeddings [L, d];
+dense records the article vector [d];
 Attentive CNN records hold the article vector [H] and the sentence weights [L] (its
 query-independent evidence). Each record carries the ``model_version`` it belongs to, so a
 query is never scored against vectors of another model.
@@ -17,9 +18,10 @@ import numpy as np
 
 from lexrerank.errors import LexrerankError
 from reranker.attentive_cnn import ArticleVectors, AttentiveCNNReranker
+from reranker.dense import DenseReranker
 from reranker.paraformer import Paraformer
 
-Reranker = Paraformer | AttentiveCNNReranker
+Reranker = Paraformer | AttentiveCNNReranker | DenseReranker
 ArticleSide = np.ndarray | ArticleVectors
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -45,12 +47,19 @@ def decode_array(record: Mapping[str, Any]) -> np.ndarray:
 
 
 def precompute_articles(model: Reranker, articles: Sequence[Sequence[str]],
-                        batch_size: int = 64, show_progress: bool = False
+                        batch_size: int = 64, show_progress: bool = False,
+                        captions: Sequence[str | None] | None = None
                         ) -> list[dict[str, Any]]:
-    """Records for A articles (each a list of L_i sentences), in order."""
+    """Records for A articles (each a list of L_i sentences; ``captions``: their captions,
+    which the dense model reads with the sentences), in order."""
+    version = model.model_version
+    if isinstance(model, DenseReranker):
+        vectors = model.encode_articles(articles, captions, batch_size=batch_size,
+                                        show_progress=show_progress)
+        return [{"kind": model.kind, "model_version": version, "vector": encode_array(v)}
+                for v in vectors]
     encoded = model.encode_articles(articles, batch_size=batch_size,
                                     show_progress=show_progress)
-    version = model.model_version
     if isinstance(model, Paraformer):
         return [{"kind": model.kind, "model_version": version, "sentences": encode_array(e)}
                 for e in encoded]
@@ -68,5 +77,7 @@ def article_side_from_record(model: Reranker, record: Mapping[str, Any]) -> Arti
             "recompute them (`lexrerank embed`)")
     if isinstance(model, Paraformer):
         return decode_array(record["sentences"])
+    if isinstance(model, DenseReranker):
+        return decode_array(record["vector"])
     return ArticleVectors(decode_array(record["vector"]),
                           decode_array(record["sentence_weights"]))

@@ -11,6 +11,12 @@ A checkpoint directory holds:
 - ``vocab.json`` (Attentive CNN): the word vocabulary.
 - ``encoder/`` (Paraformer with a fine-tuned encoder only): the SentenceTransformer.
 
+``config.json`` also records ``languages``: the corpus languages the model was trained for.
+:func:`check_language` refuses to rerank an index of another language with it.
+
+An ensemble checkpoint (:mod:`reranker.ensemble`) has a ``config.json`` only: its members are
+other checkpoint directories, named relative to it.
+
 Saving writes everything into a temporary sibling directory and renames it into place, so a
 reader sees the old checkpoint or the new one, never a mix; a failed save leaves nothing.
 """
@@ -23,27 +29,35 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from lexrerank.errors import LexrerankError
+from lexrerank.errors import LanguageMismatch, LexrerankError
 from reranker.attentive_cnn import AttentiveCNN, AttentiveCNNReranker, WordVocab
+from reranker.cutoff import CutoffPolicy
+from reranker.dense import DenseReranker
 from reranker.encoder import encoder_fingerprint, load_encoder, resolve_encoder_path
+from reranker.ensemble import Ensemble
+from reranker.fusion import WeightedFusion
 from reranker.paraformer import Paraformer, ParaformerHead
 
-__all__ = ["CONFIG_FILE", "KINDS", "WEIGHTS_FILE", "load_reranker", "save_checkpoint"]
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["CONFIG_FILE", "KINDS", "WEIGHTS_FILE", "check_language", "load_reranker",
+           "model_languages", "save_checkpoint", "save_ensemble"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.json"
 ENCODER_DIR = "encoder"
 FORMAT_VERSION = 1
-KINDS = ("paraformer", "attentive-cnn")
+KINDS = ("paraformer", "attentive-cnn", "dense", "ensemble")
 FREE_SECTIONS = ("fusion", "cutoff", "training", "metrics")
 
-Reranker = Paraformer | AttentiveCNNReranker
+Reranker = Paraformer | AttentiveCNNReranker | DenseReranker | Ensemble
 
 
 def _sha256(path: Path) -> str:
@@ -73,6 +87,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _state_for(model: Reranker) -> dict[str, torch.Tensor]:
+    if isinstance(model, DenseReranker):
+        return {}  # nothing trained beside its encoder
     module = model.head if isinstance(model, Paraformer) else model.model
     # Contiguous CPU copies: safetensors refuses shared or strided storage.
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
@@ -86,7 +102,7 @@ def save_checkpoint(
     Args:
         out_dir: the checkpoint directory. An existing checkpoint there is replaced; any other
             non-empty directory is refused (so a typo cannot delete unrelated files).
-        model: a :class:`Paraformer` or :class:`AttentiveCNNReranker`.
+        model: a :class:`Paraformer`, :class:`AttentiveCNNReranker` or :class:`DenseReranker`.
         config: extra JSON-serialisable keys, typically the sections ``fusion``, ``cutoff``,
             ``training``, ``metrics``. Keys this function computes (``kind``,
             ``model_version``, ...) take precedence.
@@ -94,9 +110,10 @@ def save_checkpoint(
         The checkpoint directory.
     """
     out = Path(out_dir).expanduser().resolve()
-    if not isinstance(model, (Paraformer, AttentiveCNNReranker)):
+    if not isinstance(model, (Paraformer, AttentiveCNNReranker, DenseReranker)):
         raise LexrerankError(
-            f"cannot save a {type(model).__name__}: expected Paraformer or AttentiveCNNReranker"
+            f"cannot save a {type(model).__name__}: expected Paraformer, AttentiveCNNReranker "
+            "or DenseReranker"
         )
     foreign = out.exists() and (
         not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_FILE).is_file())
@@ -196,8 +213,9 @@ def _resolve_checkpoint_encoder(ckpt: Path, name: str | None) -> str:
 
 
 def load_reranker(
-    path: str | os.PathLike, device: str | None = None, encoder: str | None = None
-) -> Paraformer | AttentiveCNNReranker:
+    path: str | os.PathLike, device: str | None = None, encoder: str | None = None,
+    encoders: dict | None = None,
+) -> Reranker:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Args:
@@ -216,6 +234,8 @@ def load_reranker(
         raise LexrerankError(
             f"{ckpt / CONFIG_FILE}: unknown reranker kind {kind!r}; valid kinds: {', '.join(KINDS)}"
         )
+    if kind == "ensemble":
+        return _load_ensemble(ckpt, config, device, {} if encoders is None else encoders)
     weights = ckpt / config.get("weights_file", WEIGHTS_FILE)
     if not weights.is_file():
         raise LexrerankError(f"{ckpt}: missing {weights.name}; the checkpoint is incomplete")
@@ -229,7 +249,9 @@ def load_reranker(
     arch = dict(config.get("model") or {})
     try:
         if kind == "paraformer":
-            model = _load_paraformer(ckpt, config, arch, state, device, encoder)
+            model = _load_paraformer(ckpt, config, arch, state, device, encoder, encoders)
+        elif kind == "dense":
+            model = _load_dense(ckpt, config, arch, device, encoder, encoders)
         else:
             model = _load_attentive_cnn(ckpt, config, arch, state, device)
     except (KeyError, TypeError, RuntimeError) as exc:
@@ -243,6 +265,36 @@ def load_reranker(
     return model
 
 
+def _checked_encoder(ckpt: Path, config: dict, device: str | None,
+                     encoder_override: str | None, encoders: dict | None
+                     ) -> tuple[SentenceTransformer, str]:
+    """The encoder a checkpoint was trained with (fingerprint checked) and its name.
+
+    ``encoders`` shares loaded encoders between the members of one ensemble, keyed by
+    directory and device, so a Paraformer and a dense model on the same encoder hold one copy.
+    """
+    recorded = config.get("encoder")
+    encoder_dir = _resolve_checkpoint_encoder(ckpt, encoder_override or recorded)
+    actual = encoder_fingerprint(encoder_dir)
+    expected = config.get("encoder_fingerprint")
+    if actual != expected:
+        raise LexrerankError(
+            f"{ckpt}: this {config.get('kind')} model was trained with encoder {recorded!r} "
+            f"(fingerprint {expected}), but {encoder_dir} has fingerprint {actual}. Configure "
+            "the same encoder (LEXRERANK_ENCODER or --encoder) or retrain the reranker."
+        )
+    key = (str(Path(encoder_dir).resolve()), device)
+    if encoders is not None and key in encoders:
+        st = encoders[key]
+    else:
+        st = load_encoder(encoder_dir, device=device)
+        if encoders is not None:
+            encoders[key] = st
+    relative = recorded and not os.path.isabs(recorded) and (ckpt / recorded).is_dir()
+    name = encoder_dir if relative else (encoder_override or recorded)
+    return st, name
+
+
 def _load_paraformer(
     ckpt: Path,
     config: dict,
@@ -250,21 +302,11 @@ def _load_paraformer(
     state: dict,
     device: str | None,
     encoder_override: str | None,
+    encoders: dict | None = None,
 ) -> Paraformer:
-    recorded = config.get("encoder")
-    encoder_dir = _resolve_checkpoint_encoder(ckpt, encoder_override or recorded)
-    actual = encoder_fingerprint(encoder_dir)
-    expected = config.get("encoder_fingerprint")
-    if actual != expected:
-        raise LexrerankError(
-            f"{ckpt}: this Paraformer was trained with encoder {recorded!r} (fingerprint "
-            f"{expected}), but {encoder_dir} has fingerprint {actual}. Configure the same "
-            "encoder (LEXRERANK_ENCODER or --encoder) or retrain the reranker."
-        )
     head = ParaformerHead(arch["dim"], hidden=arch["hidden"], dropout=arch["dropout"])
     head.load_state_dict(state, strict=True)
-    st = load_encoder(encoder_dir, device=device)
-    name = encoder_dir if recorded == ENCODER_DIR else (encoder_override or recorded)
+    st, name = _checked_encoder(ckpt, config, device, encoder_override, encoders)
     return Paraformer(
         st,
         head,
@@ -272,6 +314,12 @@ def _load_paraformer(
         encoder_name=name,
         vector_dtype=arch.get("vector_dtype", "float16"),
     )
+
+
+def _load_dense(ckpt: Path, config: dict, arch: dict, device: str | None,
+                encoder_override: str | None, encoders: dict | None = None) -> DenseReranker:
+    st, name = _checked_encoder(ckpt, config, device, encoder_override, encoders)
+    return DenseReranker(st, encoder_name=name, vector_dtype=arch.get("vector_dtype", "float16"))
 
 
 def _load_attentive_cnn(
@@ -301,3 +349,63 @@ def _load_attentive_cnn(
         encoder_fingerprint=config.get("encoder_fingerprint"),
         device=device,
     )
+
+
+def _load_ensemble(ckpt: Path, config: dict, device: str | None, encoders: dict) -> Ensemble:
+    members = config.get("members")
+    if not isinstance(members, dict) or not members:
+        raise LexrerankError(f"{ckpt / CONFIG_FILE}: an ensemble needs a 'members' object")
+    loaded = {}
+    for name, relative in members.items():
+        member_dir = (ckpt / str(relative)).resolve()
+        model = load_reranker(member_dir, device=device, encoders=encoders)
+        if isinstance(model, Ensemble):
+            raise LexrerankError(f"{ckpt}: member {name!r} is itself an ensemble")
+        loaded[name] = model
+    try:
+        fusion = WeightedFusion.from_dict(config.get("fusion") or {})
+    except ValueError as exc:
+        raise LexrerankError(f"{ckpt / CONFIG_FILE}: {exc}") from exc
+    model = Ensemble(loaded, fusion)
+    model.checkpoint_config = config
+    return model
+
+
+def save_ensemble(out_dir: str | os.PathLike, members: dict[str, str], fusion: WeightedFusion,
+                  cutoff: CutoffPolicy, languages: list[str], training: dict | None = None
+                  ) -> Path:
+    """Write an ensemble checkpoint (``config.json`` only); ``members`` are relative paths."""
+    out = Path(out_dir)
+    for name, relative in members.items():
+        if not ((out / relative).resolve() / CONFIG_FILE).is_file():
+            raise LexrerankError(f"ensemble member {name!r}: {out / relative} is not a "
+                                 "checkpoint")
+    document = {"kind": "ensemble", "format_version": FORMAT_VERSION, "languages": languages,
+                "members": members, "fusion": fusion.to_dict(), "cutoff": cutoff.to_dict(),
+                "training": training or {}, "metrics": {}}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{CONFIG_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    _write_text(tmp, json.dumps(document, indent=2, ensure_ascii=False))
+    tmp.replace(out / CONFIG_FILE)
+    return out
+
+
+def model_languages(config: dict) -> tuple[str, ...]:
+    """The corpus languages a checkpoint was trained for (empty: not recorded)."""
+    languages = config.get("languages") or ()
+    return tuple(str(x) for x in languages) if isinstance(languages, list) else ()
+
+
+def check_language(config: dict, name: str, index: str, index_language: str | None) -> None:
+    """Refuse a model for an index of a language it was not trained for.
+
+    A checkpoint that records no languages, or an index that records none, is not refused
+    (older checkpoints and foreign indexes keep working).
+    """
+    languages = model_languages(config)
+    if not languages or not index_language or index_language in languages:
+        return
+    raise LanguageMismatch(
+        f"model {name!r} was trained for {', '.join(languages)} statutes, but index {index!r} "
+        f"is {index_language}: use a model trained for {index_language} (the default model "
+        f"of a language is picked with --reranker default / no ext.rerank.model)")

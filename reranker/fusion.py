@@ -75,3 +75,106 @@ def tune_fusion(dev: Sequence[DevQuery], alphas: Sequence[float] | None = None
         if f2 > best[2] + 1e-12:
             best = (fusion, policy, f2)
     return best
+
+
+# -- several signals: BM25 and any number of models ------------------------------------------
+
+FIRST_STAGE = "bm25"
+
+
+@dataclass(frozen=True)
+class WeightedFusion:
+    """``sum_k w_k * minmax(signal_k)`` within the window, for named signals.
+
+    ``weights`` maps a signal name (``"bm25"`` for the first stage, a model name for each
+    model) to its weight; the weights of a tuned fusion sum to 1. The two-signal
+    :class:`Fusion` is the case ``{"bm25": alpha, <model>: 1 - alpha}``.
+    """
+
+    weights: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def of(cls, weights: Mapping[str, float]) -> WeightedFusion:
+        return cls(tuple(sorted((name, float(w)) for name, w in weights.items())))
+
+    @property
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.weights)
+
+    def fuse(self, signals: Mapping[str, Sequence[float]]) -> np.ndarray:
+        """Fused scores [N] for N candidates; ``signals[name]`` is [N] for every weight's name."""
+        missing = [name for name, _ in self.weights if name not in signals]
+        if missing:
+            raise ValueError(f"fusion needs the signals {missing}; got {sorted(signals)}")
+        total: np.ndarray | None = None
+        for name, weight in self.weights:
+            part = weight * minmax(np.asarray(signals[name], dtype=np.float64))
+            total = part if total is None else total + part
+        return total if total is not None else np.zeros(0)
+
+    def to_dict(self) -> dict:
+        return {"kind": "minmax_weighted", "weights": self.as_dict}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> WeightedFusion:
+        if data.get("kind") != "minmax_weighted":
+            raise ValueError(f"not a weighted fusion: {data.get('kind')!r}")
+        weights = data.get("weights")
+        if not isinstance(weights, Mapping) or not weights:
+            raise ValueError("a weighted fusion needs a non-empty 'weights' object")
+        return cls.of({str(k): float(v) for k, v in weights.items()})
+
+
+@dataclass
+class SignalWindow:
+    """One dev query's window with every signal: ``signals[name]`` is [N] per candidate."""
+
+    doc_ids: Sequence[str]
+    signals: Mapping[str, Sequence[float]]
+    gold: Sequence[str]
+
+
+def simplex_grid(names: Sequence[str], step: float = 0.1) -> list[dict[str, float]]:
+    """Every weighting of ``names`` with weights in multiples of ``step`` summing to 1."""
+    units = round(1 / step)
+
+    def split(n: int, total: int) -> list[list[int]]:
+        if n == 1:
+            return [[total]]
+        return [[i, *rest] for i in range(total + 1) for rest in split(n - 1, total - i)]
+
+    return [{name: round(u / units, 6) for name, u in zip(names, parts, strict=True)}
+            for parts in split(len(names), units)]
+
+
+def ranked_by(window: SignalWindow, fusion: WeightedFusion) -> tuple[list[str], list[float]]:
+    fused = fusion.fuse(window.signals)
+    order = np.argsort(-fused, kind="stable")
+    return [window.doc_ids[i] for i in order], [float(fused[i]) for i in order]
+
+
+def tune_weights(dev: Sequence[SignalWindow], names: Sequence[str], step: float = 0.1
+                 ) -> tuple[WeightedFusion, CutoffPolicy, float]:
+    """Grid-search the fusion weights of ``names`` and the cut-off jointly for macro F2 on dev.
+
+    Ties go to the earlier grid point (more weight on the earlier names), so a signal gets
+    weight only when it strictly improves F2 on dev.
+    """
+    if not dev:
+        raise ValueError("no dev queries to tune on")
+    golds = [w.gold for w in dev]
+    best: tuple[WeightedFusion, CutoffPolicy, float] = (
+        WeightedFusion.of({names[0]: 1.0}), CutoffPolicy(), -1.0)
+    for weights in simplex_grid(names, step):
+        fusion = WeightedFusion.of({k: v for k, v in weights.items() if v > 0})
+        policy, f2 = tune_cutoff([ranked_by(w, fusion) for w in dev], golds, kind="margin")
+        if f2 > best[2] + 1e-12:
+            best = (fusion, policy, f2)
+    return best
+
+
+def fusion_from_dict(data: Mapping) -> Fusion | WeightedFusion:
+    """The fusion a checkpoint config describes (either kind)."""
+    if data.get("kind") == "minmax_weighted":
+        return WeightedFusion.from_dict(data)
+    return Fusion.from_dict(data)

@@ -326,7 +326,8 @@ class Paraformer:
         flat = [sentence for article in articles for sentence in article]
         dim = self.head.dim
         if flat:
-            embedded = self.encoder.encode(
+            # encode_document adds the encoder's document prompt (e5: "passage: "), if any.
+            embedded = self.encoder.encode_document(
                 flat,
                 batch_size=batch_size,
                 show_progress_bar=show_progress,
@@ -348,7 +349,7 @@ class Paraformer:
     def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
         """Embed B queries: [B, d] float32 on the model's device, without autograd graphs."""
         with torch.inference_mode():
-            vectors = self.encoder.encode(
+            vectors = self.encoder.encode_query(
                 list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
             )
         return vectors.to(device=self.device, dtype=torch.float32).clone()
@@ -428,7 +429,7 @@ class Paraformer:
         flat = [s for article in article_sentences for s in article]
         if flat:
             with torch.inference_mode():
-                embedded = self.encoder.encode(
+                embedded = self.encoder.encode_document(
                     flat, convert_to_numpy=True, show_progress_bar=False, batch_size=64
                 )
             embedded = np.asarray(embedded, dtype=np.float32)

@@ -1,36 +1,97 @@
-"""Reranker names -> checkpoint directories (the shipped weights, or your own)."""
+"""Reranker names -> checkpoint directories, per corpus language (shipped weights, or yours).
+
+Shipped weights live in ``reranker/weights/<language>/<name>/``; ``$LEXRERANK_MODEL_DIR``
+overrides them with the same layout (``<dir>/<language>/<name>``, or ``<dir>/<name>`` for
+every language). ``default`` means the language's default model: the ensemble where one is
+shipped, else the first model found in :data:`MODEL_NAMES` order.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from lexrerank.errors import LexrerankError
+from lexrerank.errors import LanguageMismatch, LexrerankError
 
-MODEL_NAMES = ("paraformer", "attentive-cnn")
+MODEL_NAMES = ("ensemble", "paraformer", "attentive-cnn", "dense")
+DEFAULT_NAME = "default"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODEL_DIR_ENV = "LEXRERANK_MODEL_DIR"
+DEFAULT_LANGUAGE = "en"
 
 
-def checkpoint_path(name: str) -> Path:
-    """Where the checkpoint of ``name`` lives.
+def _candidates(name: str, language: str) -> list[Path]:
+    places = []
+    custom = os.environ.get(MODEL_DIR_ENV)
+    if custom:
+        places += [Path(custom) / language / name, Path(custom) / name]
+    places.append(SHIPPED_WEIGHTS / language / name)
+    return places
 
-    ``name`` is a model name (``paraformer``, ``attentive-cnn``), looked up in
-    ``$LEXRERANK_MODEL_DIR`` first and then in the weights shipped with the package, or the
-    path of a checkpoint directory written by `lexrerank train`.
+
+def available_models(language: str) -> list[str]:
+    """The model names that have a checkpoint for ``language``, in :data:`MODEL_NAMES` order."""
+    return [n for n in MODEL_NAMES
+            if any((p / "config.json").is_file() for p in _candidates(n, language))]
+
+
+def resolve_name(name: str, language: str | None) -> str:
+    """``default`` -> the language's default model name; other names unchanged."""
+    if name != DEFAULT_NAME:
+        return name
+    models = available_models(language or DEFAULT_LANGUAGE)
+    if not models:
+        raise LanguageMismatch(
+            f"no reranker is trained for {language or DEFAULT_LANGUAGE} statutes (shipped: "
+            f"{', '.join(shipped_languages()) or 'none'}); train one (docs/training.md) and "
+            f"set {MODEL_DIR_ENV}")
+    return models[0]
+
+
+def shipped_languages() -> list[str]:
+    if not SHIPPED_WEIGHTS.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_WEIGHTS.iterdir()
+                  if p.is_dir() and any((p / n / "config.json").is_file() for n in MODEL_NAMES))
+
+
+def checkpoint_path(name: str, language: str | None = None) -> Path:
+    """Where the checkpoint of ``name`` for corpus ``language`` lives.
+
+    ``name`` is a model name (``ensemble``, ``paraformer``, ``attentive-cnn``, or ``default``),
+    looked up in ``$LEXRERANK_MODEL_DIR`` first and then in the shipped weights, or the path
+    of a checkpoint directory written by `lexrerank train`. ``language`` defaults to English.
     """
+    language = language or DEFAULT_LANGUAGE
+    name = resolve_name(name, language)
     if name in MODEL_NAMES:
-        custom = os.environ.get(MODEL_DIR_ENV)
-        if custom and (Path(custom) / name / "config.json").is_file():
-            return Path(custom) / name
-        shipped = SHIPPED_WEIGHTS / name
-        if (shipped / "config.json").is_file():
-            return shipped
-        raise LexrerankError(f"no weights for {name!r} in {SHIPPED_WEIGHTS}: train them with "
-                             f"`lexrerank train --model {name} ... --out DIR` and set "
-                             f"{MODEL_DIR_ENV}")
+        for place in _candidates(name, language):
+            if (place / "config.json").is_file():
+                return place
+        raise LanguageMismatch(
+            f"no {name!r} weights for {language} statutes (shipped languages: "
+            f"{', '.join(shipped_languages()) or 'none'}): train them with `lexrerank train "
+            f"--model {name} ... --out DIR` and set {MODEL_DIR_ENV}")
     path = Path(name).expanduser()
     if (path / "config.json").is_file():
         return path
-    raise LexrerankError(f"unknown reranker {name!r}: use one of {', '.join(MODEL_NAMES)}, "
-                         "none, or a checkpoint directory")
+    raise LexrerankError(f"unknown reranker {name!r}: use one of "
+                         f"{', '.join((DEFAULT_NAME, *MODEL_NAMES))}, none, or a checkpoint "
+                         "directory")
+
+
+def member_names(name: str, language: str | None = None) -> list[str]:
+    """The models whose article vectors ``name`` needs: its members for an ensemble (by their
+    shipped names when they sit beside it, else their paths), else ``[name]`` resolved."""
+    import json
+
+    path = checkpoint_path(name, language)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if config.get("kind") != "ensemble":
+        return [resolve_name(name, language or DEFAULT_LANGUAGE)]
+    out = []
+    for member, relative in (config.get("members") or {}).items():
+        target = (path / str(relative)).resolve()
+        sibling = member in MODEL_NAMES and target == (path.parent / member).resolve()
+        out.append(member if sibling else str(target))
+    return out

@@ -46,6 +46,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from lexrerank.errors import LexrerankError
+from reranker.registry import resolve_name
 from worker import json_logs, presence
 from worker.celery_app import when_task_process_starts
 
@@ -109,9 +111,8 @@ def vector_cache_loaded(index: str, model: str, service: Any) -> None:
     """An index's vectors were loaded (a miss): count it and record the cache's size."""
     CACHE_MISSES.labels(index, model).inc()
     cache = getattr(service, "cache", None)
-    entries = getattr(cache, "_entries", {})
-    CACHE_ARTICLES.labels(index, model).set(len(entries))
-    CACHE_BYTES.labels(index, model).set(vector_bytes(entries.values()))
+    CACHE_ARTICLES.labels(index, model).set(len(cache) if cache is not None else 0)
+    CACHE_BYTES.labels(index, model).set(cache.nbytes() if cache is not None else 0)
 
 
 def vector_cache_dropped(index: str, model: str) -> None:
@@ -288,7 +289,11 @@ def presence_record() -> dict[str, Any]:
     models = [{"model": name, "model_version": version, "device": device,
                "indexes": sorted(i for i, m in loaded if m == name)}
               for name, (version, device) in LOADED_MODELS.items()]
-    default = process_cache().settings.default_model
+    settings = process_cache().settings
+    try:
+        default = resolve_name(settings.default_model, settings.language)
+    except LexrerankError:  # no model for the language: the record says what is loaded
+        default = settings.default_model
     main = next((m for m in models if m["model"] == default), models[0] if models else {})
     return {"name": WORKER_IDENTITY["name"] or f"worker@{os.uname().nodename}",
             "pid": os.getpid(), "queues": WORKER_IDENTITY["queues"],

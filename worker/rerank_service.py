@@ -13,15 +13,19 @@ from pathlib import Path
 import numpy as np
 from opensearchpy import OpenSearch
 
+from indexer.article_vectors import index_language
 from reranker.article_side import Reranker
-from reranker.checkpoint import load_reranker
+from reranker.attentive_cnn import AttentiveCNNReranker
+from reranker.checkpoint import check_language, load_reranker
 from reranker.cutoff import CutoffPolicy
-from reranker.fusion import Fusion
-from reranker.paraformer import EncodedQuery
-from reranker.registry import checkpoint_path
+from reranker.ensemble import Ensemble, EnsembleQuery
+from reranker.fusion import FIRST_STAGE, Fusion, WeightedFusion
+from reranker.paraformer import EncodedQuery, Paraformer
+from reranker.registry import checkpoint_path, resolve_name
 from worker.vector_cache import ArticleVectorCache
 
 EVIDENCE_MIN_WEIGHT = 1e-6
+_EVIDENCE_PRIORITY = {Paraformer: 2, AttentiveCNNReranker: 1}
 
 
 @dataclass
@@ -51,13 +55,35 @@ class RerankResult:
                 "model_version": self.model_version, "query_truncated": self.query_truncated}
 
 
-class RerankService:
-    """A loaded model, its vector cache for one index, and its fusion and cut-off."""
+class MemberCaches:
+    """The vector caches of an ensemble's members, seen as one (a doc is covered by all)."""
 
-    def __init__(self, model: Reranker, cache: ArticleVectorCache, fusion: Fusion,
-                 cutoff: CutoffPolicy, name: str) -> None:
+    def __init__(self, caches: dict[str, ArticleVectorCache]) -> None:
+        self.caches = caches
+
+    def __len__(self) -> int:
+        return min(len(c) for c in self.caches.values())
+
+    def __contains__(self, doc_id: str) -> bool:
+        return all(doc_id in c for c in self.caches.values())
+
+    def nbytes(self) -> int:
+        return sum(c.nbytes() for c in self.caches.values())
+
+
+class RerankService:
+    """Loaded model(s), their vector caches for one index, the fusion and the cut-off.
+
+    A single reranker is the one-member case: its fusion ``alpha * bm25 + (1 - alpha) *
+    model`` is the weighted fusion ``{bm25: alpha, name: 1 - alpha}``. An
+    :class:`reranker.ensemble.Ensemble` has one member per model, each with its own cache.
+    """
+
+    def __init__(self, model: Reranker | Ensemble, caches: dict[str, ArticleVectorCache],
+                 fusion: WeightedFusion, cutoff: CutoffPolicy, name: str) -> None:
         self.model = model
-        self.cache = cache
+        self.caches = caches
+        self.cache = next(iter(caches.values())) if len(caches) == 1 else MemberCaches(caches)
         self.fusion = fusion
         self.cutoff = cutoff
         self.name = name
@@ -65,19 +91,37 @@ class RerankService:
     @classmethod
     def load(cls, client: OpenSearch, index: str, name: str, device: str | None = None,
              show_progress: bool = False) -> RerankService:
-        path: Path = checkpoint_path(name)
+        """Load ``name`` for ``index``: the model trained for the index's language."""
+        language = index_language(client, index)
+        path: Path = checkpoint_path(name, language)
         model = load_reranker(path, device=device)
-        return cls.for_model(client, index, model, name, show_progress=show_progress)
+        return cls.for_model(client, index, model, name, show_progress=show_progress,
+                             language=language)
 
     @classmethod
-    def for_model(cls, client: OpenSearch, index: str, model: Reranker, name: str,
-                  show_progress: bool = False) -> RerankService:
-        """A service around an already-loaded ``model`` (workers share one across indexes)."""
+    def for_model(cls, client: OpenSearch, index: str, model: Reranker | Ensemble, name: str,
+                  show_progress: bool = False, language: str | None = None) -> RerankService:
+        """A service around an already-loaded ``model`` (workers share one across indexes).
+
+        Raises:
+            LanguageMismatch: the model was not trained for the index's language.
+            LexrerankError: the index holds no vectors of (a member of) the model.
+        """
         config = model.checkpoint_config
-        fusion = Fusion.from_dict(config.get("fusion", {"alpha": 0.0}))
+        if language is None:
+            language = index_language(client, index)
+        check_language(config, name, index, language)
+        name = resolve_name(name, language)  # "default" answers with the model it means
         cutoff = CutoffPolicy.from_dict(config.get("cutoff", CutoffPolicy().to_dict()))
-        cache = ArticleVectorCache.load(client, index, model, show_progress=show_progress)
-        return cls(model, cache, fusion, cutoff, name)
+        members = model.members if isinstance(model, Ensemble) else {name: model}
+        caches = {member: ArticleVectorCache.load(client, index, m, show_progress=show_progress)
+                  for member, m in members.items()}
+        if isinstance(model, Ensemble):
+            fusion = model.fusion
+        else:
+            alpha = Fusion.from_dict(config.get("fusion", {"alpha": 0.0})).alpha
+            fusion = WeightedFusion.of({FIRST_STAGE: alpha, name: 1.0 - alpha})
+        return cls(model, caches, fusion, cutoff, name)
 
     @property
     def model_version(self) -> str:
@@ -89,7 +133,8 @@ class RerankService:
             return RerankResult([], self.name, self.model_version, False)
         return self.rerank_prepared(self.model.prepare_query(query), candidates)
 
-    def rerank_prepared(self, query: EncodedQuery, candidates: Sequence[tuple[str, float]],
+    def rerank_prepared(self, query: EncodedQuery | EnsembleQuery,
+                        candidates: Sequence[tuple[str, float]],
                         explain: bool = True) -> RerankResult:
         """:meth:`rerank` for a query already encoded by this service's model.
 
@@ -98,14 +143,30 @@ class RerankService:
         if not candidates:
             return RerankResult([], self.name, self.model_version, query.truncated)
         doc_ids = [d for d, _ in candidates]
-        entries = self.cache.get(doc_ids)
-        out = self.model.rerank_prepared(query, [side for side, _ in entries])
-        fused = self.fusion.fuse([s for _, s in candidates], out.scores)
+        parts = query.parts if isinstance(query, EnsembleQuery) else {self.name: query}
+        members = self.model.members if isinstance(self.model, Ensemble) else {
+            self.name: self.model}
+        signals: dict[str, np.ndarray] = {FIRST_STAGE: np.asarray([s for _, s in candidates])}
+        evidence_source, evidence_rank = None, -1
+        for member, model in members.items():
+            entries = self.caches[member].get(doc_ids)
+            out = model.rerank_prepared(parts[member], [side for side, _ in entries])
+            signals[member] = out.scores
+            # Evidence: the sentences the Paraformer's attention selected for this query,
+            # else the Attentive CNN's (query-independent) ones; a dense model has none.
+            rank = _EVIDENCE_PRIORITY.get(type(model), 0)
+            if rank > evidence_rank:
+                evidence_source, evidence_rank = (out.weights, entries), rank
+        fused = self.fusion.fuse(signals)
+        model_scores = (signals[self.name] if len(members) == 1
+                        else self.fusion.fuse({**signals, FIRST_STAGE: np.zeros(len(doc_ids))})
+                        - self.fusion.as_dict.get(FIRST_STAGE, 0.0))
         hits = []
         for i, (doc_id, first_score) in enumerate(candidates):
             evidence = []
-            if explain:
-                weights = out.weights[i] if i < len(out.weights) else np.zeros(0)
+            if explain and evidence_source is not None:
+                weights_list, entries = evidence_source
+                weights = weights_list[i] if i < len(weights_list) else np.zeros(0)
                 sentences = entries[i][1]
                 evidence = [
                     {"sentence_index": int(j), "sentence": sentences[j],
@@ -114,6 +175,6 @@ class RerankService:
                     if weights[j] > EVIDENCE_MIN_WEIGHT and j < len(sentences)
                 ]
             hits.append(RerankedHit(doc_id, float(fused[i]), i + 1, float(first_score),
-                                    float(out.scores[i]), evidence))
+                                    float(model_scores[i]), evidence))
         hits.sort(key=lambda h: (-h.score, h.first_stage_rank))
-        return RerankResult(hits, self.name, self.model_version, out.query_truncated)
+        return RerankResult(hits, self.name, self.model_version, query.truncated)

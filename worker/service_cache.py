@@ -21,7 +21,7 @@ from opensearchpy import OpenSearch
 
 from lexrerank.config import Settings, get_settings
 from lexrerank.errors import LexrerankError
-from reranker.registry import MODEL_NAMES
+from reranker.registry import DEFAULT_NAME, MODEL_NAMES, resolve_name
 from worker import metrics as worker_metrics
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def allowed_models(settings: Settings) -> set[str]:
     """Model names/paths this worker may load."""
-    return {*MODEL_NAMES, settings.default_model, *settings.extra_models}
+    return {*MODEL_NAMES, DEFAULT_NAME, settings.default_model, *settings.extra_models}
 
 
 class ServiceCache:
@@ -41,6 +41,7 @@ class ServiceCache:
         self._client = client
         self._models: dict[str, object] = {}
         self._services: dict[tuple[str, str], object] = {}
+        self._languages: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self._loads = 0  # vector cache loads so far (hit/miss accounting)
 
@@ -52,27 +53,43 @@ class ServiceCache:
             self._client = opensearch_client(self.settings)
         return self._client
 
-    def model(self, name: str):
-        """The reranker ``name`` (loaded on first use, on CUDA + fp16 when available)."""
+    def model(self, name: str, language: str | None = None):
+        """The reranker ``name`` for corpus ``language`` (default: the configured one), loaded
+        on first use, on CUDA + fp16 when available."""
         if name not in allowed_models(self.settings):
             raise LexrerankError(
                 f"model {name!r} is not served by this worker: use one of "
                 f"{', '.join(sorted(allowed_models(self.settings)))} "
                 "(or add it to LEXRERANK_MODELS on the workers)")
+        language = language or self.settings.language
+        key = (name, language)
         with self._lock:
-            if name not in self._models:
+            if key not in self._models:
                 from reranker.checkpoint import load_reranker
                 from reranker.registry import checkpoint_path
                 from worker.device import child_device
 
                 start = time.perf_counter()
-                self._models[name] = load_reranker(checkpoint_path(name),
-                                                   device=child_device())
-                log.info("loaded model %s on %s in %.1fs", name,
-                         getattr(self._models[name], "device", "cpu"),
+                self._models[key] = load_reranker(checkpoint_path(name, language),
+                                                  device=child_device())
+                log.info("loaded model %s (%s) on %s in %.1fs", name, language,
+                         getattr(self._models[key], "device", "cpu"),
                          time.perf_counter() - start)
-                worker_metrics.model_loaded(name, self._models[name])
-            return self._models[name]
+                # Metrics and presence name the model "default" stands for (e.g. ensemble).
+                worker_metrics.model_loaded(resolve_name(name, language), self._models[key])
+            return self._models[key]
+
+    def language_of(self, index: str) -> str | None:
+        """The corpus language ``index`` records (read once per index and process)."""
+        with self._lock:
+            if index in self._languages:
+                return self._languages[index]
+        from indexer.article_vectors import index_language
+
+        language = index_language(self.client, index)
+        with self._lock:
+            self._languages[index] = language
+        return language
 
     def service(self, index: str, name: str):
         """The :class:`worker.rerank_service.RerankService` of (index, model name)."""
@@ -81,14 +98,17 @@ class ServiceCache:
             cached = self._services.get(key)
         if cached is not None:
             return cached
-        model = self.model(name)
+        language = self.language_of(index)
+        model = self.model(name, language)
         from worker.rerank_service import RerankService
 
         with self._lock:
             if key not in self._services:
                 start = time.perf_counter()
-                # Raises LexrerankError when the index holds no vectors of this model version.
-                self._services[key] = RerankService.for_model(self.client, index, model, name)
+                # Raises LexrerankError when the model does not fit the index's language or
+                # the index holds no vectors of this model version.
+                self._services[key] = RerankService.for_model(self.client, index, model, name,
+                                                              language=language)
                 log.info("loaded %d article vectors of %s for %s in %.1fs",
                          len(self._services[key].cache), index, name,
                          time.perf_counter() - start)
@@ -129,6 +149,7 @@ class ServiceCache:
     def invalidate(self, index: str) -> None:
         """Forget the vector caches of ``index`` (after an embed, or when ids are missing)."""
         with self._lock:
+            self._languages.pop(index, None)
             for key in [k for k in self._services if k[0] == index]:
                 del self._services[key]
                 worker_metrics.vector_cache_dropped(*key)

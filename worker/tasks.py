@@ -82,7 +82,8 @@ def rerank(self: Task, index: str | None, query: str, candidates: list | None, m
         raise LexrerankError("the query text is empty")
     cache = process_cache()
     t0 = time.perf_counter()
-    prepared = cache.model(model).prepare_query(query) if handoff is not None else None
+    prepared_by = cache.model(model) if handoff is not None else None
+    prepared = prepared_by.prepare_query(query) if prepared_by is not None else None
     t1 = time.perf_counter()
     if handoff is not None:
         if not isinstance(wait_ms, (int, float)) or isinstance(wait_ms, bool):
@@ -96,7 +97,9 @@ def rerank(self: Task, index: str | None, query: str, candidates: list | None, m
     setattr(self.request, BATCH_SIZE_ATTR, len(pairs))  # for the metrics (worker/metrics.py)
     service = cache.service_covering(index, model, [d for d, _ in pairs])
     t3 = time.perf_counter()
-    if prepared is None:
+    if prepared is None or prepared_by is not service.model:
+        # Encoded before the index was known, by the default language's model: an index of
+        # another language is scored by its own model, so encode again with that one.
         prepared = service.model.prepare_query(query)
     t4 = time.perf_counter()
     result = service.rerank_prepared(prepared, pairs, explain=bool(explain)).to_dict()
@@ -126,7 +129,8 @@ def embed(self: Task, index: str, ids: list, model: str) -> dict[str, Any]:
     cache = process_cache()
     # One encode call for the whole chunk: the encoder sorts its sentences by length, and
     # the reindex job sends chunks of similar lengths, so little is spent on padding.
-    report = embed_index(cache.client, index, cache.model(model), ids=ids, record=False,
+    model_for_index = cache.model(model, cache.language_of(index))
+    report = embed_index(cache.client, index, model_for_index, ids=ids, record=False,
                          show_progress=False, batch_size=max(len(ids), 1))
     cache.invalidate(index)
     return asdict(report)

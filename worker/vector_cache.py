@@ -34,6 +34,12 @@ class ArticleVectorCache:
     def __contains__(self, doc_id: str) -> bool:
         return doc_id in self._entries
 
+    def nbytes(self) -> int:
+        """Array bytes held (the vectors, not the sentences)."""
+        from worker.metrics import vector_bytes
+
+        return vector_bytes(self._entries.values())
+
     def get(self, doc_ids: Sequence[str]) -> list[tuple[ArticleSide, list[str]]]:
         missing = [d for d in doc_ids if d not in self._entries]
         if missing:

@@ -201,6 +201,30 @@ def test_index_without_vectors_falls_back_with_the_reason(stack: Stack,
     assert [h["_id"] for h in resp["hits"]["hits"]] == ["1"]
 
 
+def test_an_index_of_a_language_without_models_falls_back_with_the_reason(
+        stack: Stack, client: OpenSearch, gateway_model: str) -> None:
+    if gateway_model != "paraformer":
+        pytest.skip("needs the shipped weights (they are per language)")
+    from indexer.articles import Article
+    from indexer.bulk_load import load_articles
+
+    # No model is shipped for Japanese: the worker refuses rather than score Japanese text
+    # with an English or Vietnamese model.
+    name = "test-gateway-ja"
+    client.indices.delete(index=name, ignore_unavailable=True)
+    article = Article("1", QUERY, (QUERY,), language="ja")
+    load_articles(client, name, lambda: iter([article]), "ja", show_progress=False)
+    client.indices.refresh(index=name)
+    try:
+        resp = search(stack, rerank_body(model="paraformer"), index=name)
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)
+    info = resp["ext"]["rerank"]
+    assert info["status"] == "fallback"
+    assert "LanguageMismatch" in info["reason"] and "for ja statutes" in info["reason"], info
+    assert [h["_id"] for h in resp["hits"]["hits"]] == ["1"]
+
+
 # ---------------------------------------------------------------------------- pass-through
 
 

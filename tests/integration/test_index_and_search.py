@@ -23,7 +23,8 @@ def test_coliee_index_holds_every_live_article(client: OpenSearch, coliee_index:
 
 def test_reindexing_is_idempotent(client: OpenSearch, coliee_index: str,
                                   coliee_code: Path) -> None:
-    proc = run_cli("index", "--corpus", str(coliee_code), "--index", coliee_index)
+    proc = run_cli("index", "--corpus", str(coliee_code), "--index", coliee_index,
+                   "--no-vectors")
     assert proc.returncode == 0, proc.stderr
     assert "updated index" in proc.stdout
     assert client.count(index=coliee_index)["count"] == 768

@@ -9,8 +9,8 @@ from opensearchpy import OpenSearch
 
 from indexer.article_vectors import index_meta
 from reranker.checkpoint import read_config
-from reranker.registry import SHIPPED_WEIGHTS, checkpoint_path
-from tests.integration.conftest import data_dir, run_cli
+from reranker.registry import available_models, checkpoint_path
+from tests.integration.conftest import REPO, data_dir, run_cli, unique_index
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_eval_with_reranker_reports_its_model_version(embedded_index: str) -> No
 
 
 def test_a_model_without_vectors_in_the_index_is_refused(embedded_index: str) -> None:
-    if not (SHIPPED_WEIGHTS / "attentive-cnn" / "config.json").exists():
+    if "attentive-cnn" not in available_models("en"):
         pytest.skip("no shipped attentive-cnn weights")
     proc = run_cli("search", "consent", "--index", embedded_index, "--reranker",
                    "attentive-cnn")
@@ -88,3 +88,43 @@ def test_unknown_reranker_is_a_clear_error(embedded_index: str) -> None:
     proc = run_cli("search", "consent", "--index", embedded_index, "--reranker", "bm42")
     assert proc.returncode == 2
     assert "unknown reranker 'bm42'" in proc.stderr and "paraformer" in proc.stderr
+
+
+def test_an_index_is_ready_to_rerank_when_index_returns(client: OpenSearch,
+                                                        request: pytest.FixtureRequest) -> None:
+    if not available_models("en"):
+        pytest.skip("no shipped English weights")
+    name = unique_index("test-ready")
+    request.addfinalizer(lambda: client.indices.delete(index=name, ignore_unavailable=True))
+    corpus = REPO / "lexrerank" / "sample" / "sample_statutes.jsonl"
+    proc = run_cli("index", "--corpus", str(corpus), "--index", name)
+    assert proc.returncode == 0, proc.stderr
+    assert "vectors of" in proc.stdout
+    # No `lexrerank embed`: the default model of the index's language reranks at once.
+    proc = run_cli("search", "Can a minor make a contract without consent?", "--index", name,
+                   "--reranker", "default", "--k", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    hits = json.loads(proc.stdout)
+    assert len(hits) == 3 and all("model_score" in h for h in hits)
+    assert hits[0]["doc_id"] == "S-2"  # "Acts by Minors"
+
+
+def test_a_model_is_refused_for_an_index_of_another_language(
+        client: OpenSearch, tmp_path, request: pytest.FixtureRequest) -> None:
+    if "paraformer" not in available_models("en"):
+        pytest.skip("no shipped English weights")
+    corpus = tmp_path / "vi.jsonl"
+    corpus.write_text(json.dumps({"id": "vi-1", "language": "vi", "caption": "Phạm vi",
+                                  "text": "Luật này quy định về phòng, chống ma túy."},
+                                 ensure_ascii=False) + "\n", encoding="utf-8")
+    name = unique_index("test-vi-refusal")
+    request.addfinalizer(lambda: client.indices.delete(index=name, ignore_unavailable=True))
+    proc = run_cli("index", "--corpus", str(corpus), "--index", name, "--no-vectors")
+    assert proc.returncode == 0, proc.stderr
+    # By name, a Vietnamese index gets the Vietnamese model; the English one by its directory
+    # is refused.
+    english = str(checkpoint_path("paraformer", "en"))
+    proc = run_cli("search", "phòng chống ma túy", "--index", name, "--reranker", english)
+    assert proc.returncode == 2
+    assert "trained for en statutes" in proc.stderr and "is vi" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -153,8 +153,10 @@ def test_attentive_precomputed_equals_reference(acnn, tiny_corpus):
     ref32 = acnn.rerank_reference(query, articles, round_to_storage=False)
     np.testing.assert_allclose(out.scores, ref32.scores, atol=5e-3)
     # Padding invariance: a short article scores the same alone and beside long ones.
+    # (Both are rounded to fp16 storage, where a 1e-7 batch-order difference can move one
+    # rounding step: the same 1e-4 as above, not an exact match.)
     alone = acnn.rerank_reference(query, [articles[2]])
-    np.testing.assert_allclose(alone.scores[0], ref.scores[2], atol=1e-5)
+    np.testing.assert_allclose(alone.scores[0], ref.scores[2], atol=1e-4)
 
 
 def test_attentive_truncation_and_version(acnn):

@@ -134,7 +134,7 @@ def test_limits_follow_the_settings() -> None:
     settings = replace(get_settings(), extra_models=("/models/mine",), max_window=50,
                        default_model="attentive-cnn")
     limits = Limits.from_settings(settings)
-    assert limits.models == {"paraformer", "attentive-cnn", "/models/mine"}
+    assert limits.models == {*SHIPPED_MODELS, "default", "/models/mine"}
     assert plan({**QUERY, "ext": {"rerank": {"model": "/models/mine"}}}, limits=limits)
     with pytest.raises(RequestError, match="between 1 and 50"):
         plan({**QUERY, "ext": {"rerank": {"window_size": 51}}}, limits=limits)

@@ -77,6 +77,9 @@ async def check_client_reasons() -> None:
     assert metrics.fallback_category(down) == "redis_unavailable"
     assert metrics.fallback_category("bad worker answer: KeyError('hits')") == "bad_answer"
     assert metrics.fallback_category("gateway error: ValueError: x") == "gateway_error"
+    assert metrics.fallback_category(
+        "worker error: LanguageMismatch: model 'ensemble' was trained for en statutes, but "
+        "index 'alqac' is vi") == "language_mismatch"
     assert metrics.fallback_category("something new") == "other"
     assert metrics.fallback_category(None) == "other"
 
@@ -292,9 +295,11 @@ def test_vector_bytes_counts_array_data() -> None:
 
 
 def test_vector_cache_hooks_move_the_worker_metrics() -> None:
+    from worker.vector_cache import ArticleVectorCache
+
     class Service:
-        class cache:  # noqa: N801 - mimics RerankService.cache
-            _entries = {"1": (np.zeros((2, 4), dtype=np.float16), ["a", "b"])}
+        cache = ArticleVectorCache("i", "v1", {
+            "1": (np.zeros((2, 4), dtype=np.float16), ["a", "b"])})
 
     before = sample("lexrerank_worker_vector_cache_misses_total", index="i", model="m")
     worker_metrics.vector_cache_loaded("i", "m", Service())
