@@ -39,7 +39,7 @@ class ServiceCache:
                  client: OpenSearch | None = None) -> None:
         self.settings = settings or get_settings()
         self._client = client
-        self._models: dict[str, object] = {}
+        self._models: dict[tuple[str, str], object] = {}  # (name, language) -> model
         self._services: dict[tuple[str, str], object] = {}
         self._languages: dict[str, str | None] = {}
         self._lock = threading.Lock()
