@@ -34,7 +34,6 @@ from lexrerank.config import get_settings
 from lexrerank.evaluation import percentile
 from lexrerank.opensearch_client import opensearch_client
 from reranker.dense import DenseReranker
-from reranker.ensemble import Ensemble
 from worker.device import apply_torch_threads
 from worker.rerank_service import RerankService
 
@@ -61,8 +60,7 @@ def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
     query_set = coliee_queries(queries)
     service = RerankService.load(client, index, model)
     reranker = service.model
-    # An ensemble encodes the query once per member and scores every member's vectors.
-    members = reranker.members if isinstance(reranker, Ensemble) else {service.name: reranker}
+    members = service.members  # an ensemble's models, else the one model
     # The query is encoded once per distinct encoder (a Paraformer and a dense model that
     # share one share its encoding): that is the floor the ensemble is measured against.
     encoders = list({id(getattr(m, "encoder", m)): m for m in members.values()}.values())

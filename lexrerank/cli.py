@@ -18,6 +18,8 @@ from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 
 if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
     from lexrerank.evaluation import QueryResult
     from reranker.cutoff import CutoffPolicy
     from reranker.datasets import Query
@@ -364,16 +366,20 @@ def embed(
         out.print(line)
 
 
-def embed_models(client, index: str, model: str, show_progress: bool = True) -> list[str]:
-    """Store the vectors of ``model`` (each member of an ensemble) for the index's language."""
+def embed_models(client: OpenSearch, index: str, model: str, show_progress: bool = True
+                 ) -> list[str]:
+    """Store the vectors of ``model`` (each member of an ensemble) for the index's language.
+
+    Members on the same encoder (the dense model and the Paraformer) load it once.
+    """
     from indexer.article_vectors import embed_index, index_language
     from reranker.checkpoint import check_language, load_reranker
     from reranker.registry import checkpoint_path, member_names
 
     language = index_language(client, index)
-    lines = []
+    lines, encoders = [], {}
     for name in member_names(model, language):
-        loaded = load_reranker(checkpoint_path(name, language))
+        loaded = load_reranker(checkpoint_path(name, language), encoders=encoders)
         check_language(loaded.checkpoint_config, name, index, language)
         report = embed_index(client, index, loaded, show_progress=show_progress)
         lines.append(f"{report.index}: vectors of {loaded.kind} {report.model_version} for "

@@ -98,11 +98,12 @@ def resolve_encoder_path(name_or_path: str | os.PathLike | None) -> str:
     if name in _MULTILINGUAL_ALIASES:
         return str(_multilingual_encoder_dir())
     path = Path(name).expanduser()
-    if path.is_dir() and (path / "delta.json").is_file():
+    if path.is_dir():
         # A fine-tuned encoder shipped as a delta over its base (reranker.encoder_delta).
-        from reranker.encoder_delta import materialize
+        from reranker.encoder_delta import is_delta, materialize
 
-        return str(materialize(path).resolve())
+        if is_delta(path):
+            return str(materialize(path).resolve())
     if path.is_dir():
         if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
             raise LexrerankError(

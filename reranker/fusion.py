@@ -172,9 +172,3 @@ def tune_weights(dev: Sequence[SignalWindow], names: Sequence[str], step: float 
             best = (fusion, policy, f2)
     return best
 
-
-def fusion_from_dict(data: Mapping) -> Fusion | WeightedFusion:
-    """The fusion a checkpoint config describes (either kind)."""
-    if data.get("kind") == "minmax_weighted":
-        return WeightedFusion.from_dict(data)
-    return Fusion.from_dict(data)

@@ -82,6 +82,7 @@ class RerankService:
     def __init__(self, model: Reranker | Ensemble, caches: dict[str, ArticleVectorCache],
                  fusion: WeightedFusion, cutoff: CutoffPolicy, name: str) -> None:
         self.model = model
+        self.members = model_members(model, name)
         self.caches = caches
         self.cache = next(iter(caches.values())) if len(caches) == 1 else MemberCaches(caches)
         self.fusion = fusion
@@ -113,9 +114,8 @@ class RerankService:
         check_language(config, name, index, language)
         name = resolve_name(name, language)  # "default" answers with the model it means
         cutoff = CutoffPolicy.from_dict(config.get("cutoff", CutoffPolicy().to_dict()))
-        members = model.members if isinstance(model, Ensemble) else {name: model}
         caches = {member: ArticleVectorCache.load(client, index, m, show_progress=show_progress)
-                  for member, m in members.items()}
+                  for member, m in model_members(model, name).items()}
         if isinstance(model, Ensemble):
             fusion = model.fusion
         else:
@@ -144,8 +144,7 @@ class RerankService:
             return RerankResult([], self.name, self.model_version, query.truncated)
         doc_ids = [d for d, _ in candidates]
         parts = query.parts if isinstance(query, EnsembleQuery) else {self.name: query}
-        members = self.model.members if isinstance(self.model, Ensemble) else {
-            self.name: self.model}
+        members = self.members
         signals: dict[str, np.ndarray] = {FIRST_STAGE: np.asarray([s for _, s in candidates])}
         evidence_source, evidence_rank = None, -1
         for member, model in members.items():
@@ -178,3 +177,8 @@ class RerankService:
                                     float(model_scores[i]), evidence))
         hits.sort(key=lambda h: (-h.score, h.first_stage_rank))
         return RerankResult(hits, self.name, self.model_version, query.truncated)
+
+
+def model_members(model: Reranker | Ensemble, name: str) -> dict[str, Reranker]:
+    """The models a rerank scores with: an ensemble's members, else ``{name: model}``."""
+    return dict(model.members) if isinstance(model, Ensemble) else {name: model}

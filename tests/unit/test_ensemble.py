@@ -23,7 +23,6 @@ from reranker.ensemble import Ensemble, EnsembleQuery
 from reranker.fusion import (
     SignalWindow,
     WeightedFusion,
-    fusion_from_dict,
     simplex_grid,
     tune_weights,
 )
@@ -34,7 +33,7 @@ def test_weighted_fusion_normalises_each_signal_within_the_window():
     fusion = WeightedFusion.of({"bm25": 0.25, "paraformer": 0.75})
     fused = fusion.fuse({"bm25": [30.0, 20.0, 10.0], "paraformer": [-1.0, 3.0, 1.0]})
     assert fused.tolist() == pytest.approx([0.25, 0.875, 0.375])
-    assert fusion_from_dict(fusion.to_dict()) == fusion
+    assert WeightedFusion.from_dict(fusion.to_dict()) == fusion
     with pytest.raises(ValueError, match="paraformer"):
         fusion.fuse({"bm25": [1.0]})
 
