@@ -56,13 +56,19 @@ def read_corpus(client: OpenSearch, index: str) -> dict[str, CorpusArticle]:
     return out
 
 
+#: language -> (folder under the data directory, file suffix) of the COLIEE query files.
+COLIEE_QUERY_FILES = {"en": ("coliee", "en"), "ja": ("coliee-ja", "jp")}
+
+
 def coliee_by_year(data_dir: Path, language: str = "en") -> dict[str, list[Query]]:
-    """COLIEE query sets per year, from ``coliee/train/riteval_<YEAR>_<lang>.xml``."""
+    """COLIEE query sets per year: ``coliee/train/riteval_<YEAR>_en.xml`` for English,
+    ``coliee-ja/train/riteval_<YEAR>_jp.xml`` for Japanese (pairs without gold skipped)."""
     from bench.quality_folds import COLIEE_YEARS
 
-    folder = data_dir / "coliee" / "train"
-    return {year: read_queries([folder / f"riteval_{year}_{language}.xml"])
-            for year in COLIEE_YEARS if (folder / f"riteval_{year}_{language}.xml").is_file()}
+    folder, suffix = COLIEE_QUERY_FILES[language]
+    train = data_dir / folder / "train"
+    return {year: read_queries([train / f"riteval_{year}_{suffix}.xml"])
+            for year in COLIEE_YEARS if (train / f"riteval_{year}_{suffix}.xml").is_file()}
 
 
 def bm25_windows(client: OpenSearch, index: str, queries: Sequence[Query],

@@ -32,6 +32,7 @@ from bench.quality import (
     ALQAC_HEAD_OPTIONS,
     ALQAC_SEED,
     ENGLISH_ENCODER_OPTIONS,
+    JAPANESE_INDEX,
     choose,
     score,
     signal_windows,
@@ -87,6 +88,8 @@ class _Recipe:
 RECIPES = {
     "en": _Recipe("statutes", DEFAULT_ENCODER, ENGLISH_ENCODER_OPTIONS, HeadOptions(),
                   "rolling origin, release fold"),
+    "ja": _Recipe(JAPANESE_INDEX, MULTILINGUAL_ENCODER, None, HeadOptions(),
+                  "rolling origin, release fold"),
     "vi": _Recipe("alqac", MULTILINGUAL_ENCODER, None, ALQAC_HEAD_OPTIONS,
                   "all ALQAC questions, split as one cross-validation fold"),
 }
@@ -94,7 +97,7 @@ RECIPES = {
 
 def _release_fold(language: str, recipe: _Recipe, client: Any) -> tuple[Fold, dict]:
     settings = get_settings()
-    if language == "en":
+    if language in ("en", "ja"):
         by_year = coliee_by_year(settings.data_dir, language)
         queries = [q for qs in by_year.values() for q in qs]
         (fold,) = rolling_origin(by_year, (RELEASE_YEAR,))

@@ -1,7 +1,8 @@
 """The lexical first stage: BM25 over caption + body of the statute index.
 
-Query text is only ever used as text to match (a ``match`` query), never as query syntax;
-only its first ``MAX_QUERY_WORDS`` words are searched.
+Query text is only ever used as text to match (a ``multi_match`` over
+:data:`indexer.templates.FIRST_STAGE_FIELDS`), never as query syntax; only its first
+``MAX_QUERY_WORDS`` words, and of those the first ``MAX_QUERY_CHARS`` characters, are searched.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError
 
-from indexer.templates import CONTENT_FIELD
+from indexer.templates import FIRST_STAGE_FIELDS
 from lexrerank.errors import LexrerankError
 
 SOURCE_FIELDS = ["doc_id", "law_id", "article_id", "caption", "text", "sentences", "headings"]
 # A match query makes one clause per analysed term and Lucene refuses more than 1024
 # (indices.query.bool.max_clause_count): longer queries are cut to their first words.
 MAX_QUERY_WORDS = 512
+# Japanese has no spaces: one "word" may be a whole paragraph, and its character bigrams are
+# one clause each. The longest COLIEE query has 847 characters (English), 294 (Japanese).
+MAX_QUERY_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ def bm25_body(query_text: str, size: int) -> dict[str, Any]:
     """The OpenSearch request body of a first-stage BM25 search."""
     return {
         "size": size,
-        "query": {"match": {CONTENT_FIELD: {"query": query_text}}},
+        "query": {"multi_match": {"query": query_text, "fields": list(FIRST_STAGE_FIELDS),
+                                  "type": "most_fields"}},
         "_source": SOURCE_FIELDS,
     }
 
@@ -41,7 +46,7 @@ def search_bm25(client: OpenSearch, index: str, query_text: str, size: int = 100
     """Top ``size`` BM25 hits for ``query_text``, best first."""
     if not query_text.strip():
         raise LexrerankError("the query is empty: give some text to search for")
-    query_text = " ".join(query_text.split()[:MAX_QUERY_WORDS])
+    query_text = " ".join(query_text.split()[:MAX_QUERY_WORDS])[:MAX_QUERY_CHARS]
     try:
         resp = client.search(index=index, body=bm25_body(query_text, size))
     except NotFoundError as exc:

@@ -119,10 +119,10 @@ def status() -> None:
 
 @app.command()
 def index(
-    corpus: Annotated[Path, typer.Option(help="Corpus file (COLIEE civil code, ALQAC law.json "
-                                              "or JSONL).")],
-    fmt: Annotated[str | None, typer.Option("--format", help="coliee | alqac | jsonl "
-                                                             "(default: by file extension)")]
+    corpus: Annotated[Path, typer.Option(help="Corpus file (COLIEE civil code text or XML, "
+                                              "ALQAC law.json or JSONL).")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="coliee | coliee-xml | alqac | jsonl (default: by file extension)")]
     = None,
     index_name: IndexOpt = None,
     language: Annotated[str | None, typer.Option(help="en | vi | ja (default: the format's)")]
@@ -253,11 +253,15 @@ def evaluate(
 ) -> None:
     """Evaluate the search path on query sets (macro F2/P/R, MRR, recall@k, latency)."""
     from reranker.cutoff import CutoffPolicy
-    from reranker.datasets import read_queries
+    from reranker.datasets import read_query_set
 
     settings = get_settings()
     name = index_name or settings.index
-    query_set = read_queries(queries)
+    read = read_query_set(queries)
+    query_set = read.queries
+    if not query_set:
+        raise LexrerankError("no query with gold articles in "
+                             f"{', '.join(map(str, queries))}: nothing to evaluate")
     default_cutoff = CutoffPolicy.parse(BM25_CUTOFF)
     progress = not as_json and sys.stderr.isatty()
     if via_gateway:
@@ -278,7 +282,7 @@ def evaluate(
         results, model_version, default_cutoff = _run_in_process(
             name, query_set, reranker, window, progress, not as_json, default_cutoff)
     _report_eval(results, query_set, reranker, model_version, default_cutoff, name, window,
-                 cutoff, tune_cutoff, as_json, run_file, via_gateway)
+                 cutoff, tune_cutoff, as_json, run_file, via_gateway, read.skipped)
 
 
 def _language_of(index: str) -> str | None:
@@ -314,7 +318,8 @@ def _run_in_process(name: str, query_set: list[Query], reranker: str, window: in
 def _report_eval(results: list[QueryResult], query_set: list[Query], reranker: str,
                  model_version: str | None, default_cutoff: CutoffPolicy, name: str,
                  window: int, cutoff: str | None, tune_cutoff: bool, as_json: bool,
-                 run_file: Path | None, via_gateway: str | None) -> None:
+                 run_file: Path | None, via_gateway: str | None,
+                 skipped: tuple[str, ...] = ()) -> None:
     from lexrerank.evaluation import score_results, write_run_file
     from reranker.cutoff import CutoffPolicy
     from reranker.cutoff import tune_cutoff as choose_cutoff
@@ -331,13 +336,17 @@ def _report_eval(results: list[QueryResult], query_set: list[Query], reranker: s
             raise LexrerankError(str(exc)) from exc
     metrics = score_results(results, query_set, policy)
     report = {**metrics, "reranker": reranker, "model_version": model_version, "index": name,
-              "window": window, "via_gateway": via_gateway}
+              "window": window, "via_gateway": via_gateway,
+              # COLIEE pairs with no gold article (e.g. R04-09-I) are left out, and said so.
+              "skipped_no_gold": len(skipped), "skipped_ids": list(skipped)}
     if run_file:
         write_run_file(run_file, results, policy, tag=f"lexrerank-{reranker}")
     if as_json:
         print(json.dumps(report))
         return
-    table = Table("metric", "value", title=f"{len(query_set)} queries, reranker {reranker}")
+    skipped_note = f" ({len(skipped)} without gold skipped)" if skipped else ""
+    table = Table("metric", "value",
+                  title=f"{len(query_set)} queries{skipped_note}, reranker {reranker}")
     for key in ("f2", "precision", "recall", "mrr", "recall@1", "recall@5", "recall@10",
                 "recall@100"):
         table.add_row(key, f"{report[key]:.4f}")

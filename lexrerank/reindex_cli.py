@@ -28,10 +28,10 @@ def split_models(values: list[str] | None, default: str) -> list[str]:
 def reindex(
     alias: Annotated[str, typer.Option(help="Alias the searches use (e.g. statutes); the job "
                                             "builds ALIAS-v<N> and moves the alias onto it.")],
-    corpus: Annotated[Path, typer.Option(help="Corpus file (COLIEE civil code, ALQAC law.json "
-                                              "or JSONL).")],
-    fmt: Annotated[str | None, typer.Option("--format", help="coliee | alqac | jsonl "
-                                                             "(default: by file extension)")]
+    corpus: Annotated[Path, typer.Option(help="Corpus file (COLIEE civil code text or XML, "
+                                              "ALQAC law.json or JSONL).")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="coliee | coliee-xml | alqac | jsonl (default: by file extension)")]
     = None,
     language: Annotated[str | None, typer.Option(help="en | vi | ja (default: the format's)")]
     = None,

@@ -2,15 +2,19 @@
 
 Pure library code: imports neither OpenSearch nor Celery.
 
-* COLIEE (``riteval_<YEAR>_en.xml`` or a test file in the same shape)::
+* COLIEE (``riteval_<YEAR>_en.xml``, ``riteval_<YEAR>_jp.xml`` or a test file in the same
+  shape)::
 
       <pair id="R04-01-I" label="N"><t1>(Caption)
       Article 5 (1) ...gold article text...</t1><t2>the query</t2></pair>
 
-  The gold articles are the "Article N" headings at the start of a line of ``<t1>``
-  (``Article 572``, ``Article 3-2``, ``Article 537(1)``). "Article N" inside body text
-  ("the provisions of Article 5") is a cross reference, not gold. Query ids are normalized
-  with :func:`normalize_qid`.
+  The gold articles are the headings at the start of a line of ``<t1>``: English
+  ``Article 572``, ``Article 3-2``, ``Article 537(1)``; Japanese ``第五百七十二条``,
+  ``第三百九十八条の二`` in kanji numerals (:func:`japanese_article_id`). A reference inside
+  body text ("the provisions of Article 5", "第五条第一項の規定") is not gold. The
+  ``simple_<YEAR>_jp.xml`` form lists the gold ids as ``<article>398-2</article>`` elements
+  instead of a ``<t1>``. Pairs with no gold at all are skipped and counted
+  (:class:`QuerySet`). Query ids are normalized with :func:`normalize_qid`.
 * ALQAC (``train.json``): ``[{"question_id", "text", "relevant_articles": [{"law_id",
   "article_id"}]}]``; gold ids are :func:`alqac_doc_id` strings. Ids are kept as written.
 
@@ -22,12 +26,13 @@ from __future__ import annotations
 
 import json
 import re
-import xml.parsers.expat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lexrerank.errors import InputError
+from lexrerank.xml_input import expat_parser
+from lexrerank.xml_input import parse as parse_xml
 
 
 @dataclass(frozen=True)
@@ -73,66 +78,135 @@ def normalize_qid(qid: str) -> str:
 # end of the line. "Article 5" inside a sentence is not at a line start and is not gold.
 _GOLD_HEADING = re.compile(r"^\s*Article\s*(\d+(?:-\d+)*)(?=\s|\(|$)", re.MULTILINE)
 
+_KANJI_DIGITS = {c: i for i, c in enumerate("〇一二三四五六七八九")}
+_KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
+_KANJI = "〇一二三四五六七八九十百千万"
+#: A Japanese article heading at the start of a text: 第 + kanji number + 条, then "の" +
+#: number per suffix level (第三百九十八条の二 is 398-2), then the (full-width) space before
+#: the text, consumed. Groups: the number, the suffixes. "第三十八条から第八十四条まで　削除"
+#: (a deleted range) and "第五条第一項" (a reference) are not headings.
+JAPANESE_HEADING = re.compile(rf"第([{_KANJI}]+)条((?:の[{_KANJI}]+)*)(?:\s+|$)")
+_JA_GOLD_HEADING = re.compile(r"^\s*" + JAPANESE_HEADING.pattern, re.MULTILINE)
+
+
+def kanji_number(text: str) -> int:
+    """The value of a kanji numeral as Japanese statutes write article numbers.
+
+    Multiplicative form with 十/百/千 (and 万): 九十 -> 90, 三百九十八 -> 398, 千五十 -> 1050,
+    百 -> 100; a unit without a digit before it counts once. Positional digits (一〇五 -> 105)
+    are read too. Raises ValueError for an empty string or a character that is not a numeral.
+    """
+    if not text:
+        raise ValueError("empty kanji numeral")
+    total, section, digits = 0, 0, None
+    for ch in text:
+        if ch in _KANJI_DIGITS:
+            digits = _KANJI_DIGITS[ch] if digits is None else digits * 10 + _KANJI_DIGITS[ch]
+        elif ch in _KANJI_UNITS:
+            section += (1 if digits is None else digits) * _KANJI_UNITS[ch]
+            digits = None
+        elif ch == "万":
+            total += (section + (digits or 0) or 1) * 10_000
+            section, digits = 0, None
+        else:
+            raise ValueError(f"{ch!r} in {text!r} is not a kanji numeral")
+    return total + section + (digits or 0)
+
+
+def japanese_article_id(heading: str) -> str:
+    """The article id of a heading's number part: "三百九十八条の二" -> "398-2", "九十" -> "90".
+
+    Accepts the number with or without 第 and 条 (``第九十条``, ``九十条``, ``九十``); each
+    "の" + numeral adds a "-n" level, as in the civil code's ``num`` attributes.
+    """
+    core = heading.strip().removeprefix("第")
+    main, _, suffixes = core.partition("条")
+    parts = [main, *[p for p in suffixes.split("の") if p]] if suffixes else main.split("の")
+    return "-".join(str(kanji_number(p)) for p in parts)
+
 
 def coliee_gold(t1: str) -> tuple[str, ...]:
-    """The article ids of the "Article N" headings in a COLIEE ``<t1>``, in order, de-duplicated."""
-    return tuple(dict.fromkeys(m.group(1) for m in _GOLD_HEADING.finditer(t1)))
+    """The article ids of the headings in a COLIEE ``<t1>``, in order, de-duplicated.
+
+    English "Article N" headings and Japanese "第…条(の…)" headings are both recognised.
+    """
+    found = [(m.start(), m.group(1)) for m in _GOLD_HEADING.finditer(t1)]
+    found += [(m.start(), japanese_article_id(m.group(1) + "条" + m.group(2)))
+              for m in _JA_GOLD_HEADING.finditer(t1)]
+    return tuple(dict.fromkeys(article for _, article in sorted(found)))
 
 
-def read_coliee_xml(path: str | Path) -> list[Query]:
-    """Read a COLIEE ``<dataset><pair id><t1/><t2/></pair>...`` file into queries.
+@dataclass(frozen=True)
+class QuerySet:
+    """The queries of one or more files, and the ids of the pairs skipped for having no gold."""
 
-    Each pair needs an ``id``, a non-empty ``<t2>`` (the query) and a ``<t1>`` with at least
-    one gold "Article N" heading. Bad XML, a missing part or a duplicate id (after
-    :func:`normalize_qid`) raises :class:`InputError` with the line of the problem.
+    queries: list[Query]
+    skipped: tuple[str, ...] = ()
+
+
+def read_coliee_xml(path: str | Path) -> QuerySet:
+    """Read a COLIEE ``<dataset><pair id>...</pair></dataset>`` file into queries.
+
+    Each pair needs an ``id`` and a non-empty ``<t2>`` (the query). Its gold articles come from
+    ``<article>N</article>`` elements when it has any (the ``simple_*_jp.xml`` form), otherwise
+    from the headings in ``<t1>`` (see :func:`coliee_gold`). A pair with neither ``<t1>`` nor
+    ``<article>`` has no gold (COLIEE ships a few, e.g. R04-09-I): it is skipped and its id
+    listed in :attr:`QuerySet.skipped`. Bad XML, a ``<t1>`` without a heading, an empty
+    ``<article>`` or a duplicate id (after :func:`normalize_qid`) raises :class:`InputError`
+    with the line of the problem.
     """
     path = Path(path)
     data = _read_bytes(path)
     queries: list[Query] = []
+    skipped: list[str] = []
     seen: dict[str, int] = {}
-    # expat (not ElementTree) because it reports the line of every element, so that errors
-    # can point at the offending <pair>.
-    parser = xml.parsers.expat.ParserCreate()
+    parser = expat_parser(path)
     state: dict = {"pair": None, "field": None}
 
     def start(tag: str, attrs: dict[str, str]) -> None:
         line = parser.CurrentLineNumber
         if tag == "pair":
-            state["pair"] = {"id": attrs.get("id"), "line": line, "t1": None, "t2": None}
+            state["pair"] = {"id": attrs.get("id"), "line": line, "t1": None, "t2": None,
+                             "articles": []}
         elif tag in ("t1", "t2") and state["pair"] is not None:
             state["field"] = tag
             state["pair"][tag] = []
+        elif tag == "article" and state["pair"] is not None:
+            state["field"] = "article"
+            state["pair"]["articles"].append(([], line))
 
     def end(tag: str) -> None:
-        if tag in ("t1", "t2"):
+        if tag in ("t1", "t2", "article"):
             state["field"] = None
         elif tag == "pair" and state["pair"] is not None:
-            queries.append(_coliee_query(path, state["pair"], seen))
+            query = _coliee_query(path, state["pair"], seen)
+            if query.gold:
+                queries.append(query)
+            else:
+                skipped.append(query.qid)
             state["pair"] = None
 
     def chars(data: str) -> None:
-        if state["field"] is not None:
-            state["pair"][state["field"]].append(data)
+        field = state["field"]
+        if field == "article":
+            state["pair"]["articles"][-1][0].append(data)
+        elif field is not None:
+            state["pair"][field].append(data)
 
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = chars
-    try:
-        parser.Parse(data, True)
-    except xml.parsers.expat.ExpatError as e:
-        raise InputError(
-            str(path),
-            f"not well-formed XML ({xml.parsers.expat.errors.messages[e.code]}, "
-            f"column {e.offset + 1})",
-            line=e.lineno,
-        ) from e
-    if not queries:
+    parse_xml(parser, data, path)
+    if not queries and not skipped:
         raise InputError(str(path), "no <pair> elements: is this a COLIEE query file?")
-    return queries
+    return QuerySet(queries, tuple(skipped))
 
 
 def _coliee_query(path: Path, pair: dict, seen: dict[str, int]) -> Query:
-    """Build one Query from the collected parts of a <pair>; validate them."""
+    """Build one Query from the collected parts of a <pair>; validate them.
+
+    The Query's ``gold`` is empty for a pair with neither <t1> nor <article> (skipped).
+    """
     line = pair["line"]
     raw_id = (pair["id"] or "").strip()
     if not raw_id:
@@ -146,13 +220,21 @@ def _coliee_query(path: Path, pair: dict, seen: dict[str, int]) -> Query:
     text = " ".join("".join(pair["t2"] or []).split())
     if not text:
         raise InputError(str(path), f"pair {raw_id!r} has no query text in <t2>", line)
+    if pair["articles"]:
+        gold = []
+        for parts, article_line in pair["articles"]:
+            article = "".join(parts).strip()
+            if not article:
+                raise InputError(str(path), f"pair {raw_id!r}: empty <article>", article_line)
+            gold.append(article)
+        return Query(qid=qid, text=text, gold=tuple(dict.fromkeys(gold)))
     if pair["t1"] is None:
-        raise InputError(str(path), f"pair {raw_id!r} has no <t1> with the gold articles", line)
+        return Query(qid=qid, text=text, gold=())
     gold = coliee_gold("".join(pair["t1"]))
     if not gold:
         raise InputError(
             str(path),
-            f"pair {raw_id!r}: no 'Article N' heading at a line start in <t1>, "
+            f"pair {raw_id!r}: no 'Article N' or '第…条' heading at a line start in <t1>, "
             "so the gold articles are unknown",
             line,
         )
@@ -207,19 +289,29 @@ def read_alqac_json(path: str | Path) -> list[Query]:
 
 
 def read_queries(paths: Sequence[str | Path] | str | Path) -> list[Query]:
+    """The queries of :func:`read_query_set` (pairs without gold left out)."""
+    return read_query_set(paths).queries
+
+
+def read_query_set(paths: Sequence[str | Path] | str | Path) -> QuerySet:
     """Read query files, choosing the reader by extension (.xml COLIEE, .json ALQAC) or content.
 
     Query ids must be unique across all files; a missing file, an unknown format or a
-    duplicate id raises :class:`InputError`.
+    duplicate id raises :class:`InputError`. COLIEE pairs without gold are skipped and listed.
     """
     if isinstance(paths, (str, Path)):  # a lone path is a str, which is also a Sequence
         paths = [paths]
     out: list[Query] = []
+    skipped: list[str] = []
     origin: dict[str, Path] = {}
     for p in paths:
         p = Path(p)
-        reader = read_coliee_xml if _query_format(p) == "coliee" else read_alqac_json
-        for q in reader(p):
+        if _query_format(p) == "coliee":
+            file_set = read_coliee_xml(p)
+        else:
+            file_set = QuerySet(read_alqac_json(p))
+        skipped.extend(file_set.skipped)
+        for q in file_set.queries:
             if q.qid in origin:
                 raise InputError(
                     str(p),
@@ -227,7 +319,7 @@ def read_queries(paths: Sequence[str | Path] | str | Path) -> list[Query]:
                 )
             origin[q.qid] = p
             out.append(q)
-    return out
+    return QuerySet(out, tuple(skipped))
 
 
 def _query_format(path: Path) -> str:

@@ -35,7 +35,9 @@ function searchRequest(query, reranker, size, windowSize) {
     size,
     // The stored article vectors are large and useless to a reader.
     _source: { excludes: ["vectors"] },
-    query: { match: { content: query } },
+    // The first stage of indexer/templates.py FIRST_STAGE_FIELDS: words, and for Japanese
+    // also character bigrams (an index without the bigram sub-field ignores it).
+    query: { multi_match: { query, fields: ["content", "content.bigram"], type: "most_fields" } },
   };
   if (reranker === "none") return { params: "", body };
   body.ext = { rerank: { query_context: { query_text: query }, model: reranker,

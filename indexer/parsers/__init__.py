@@ -3,6 +3,8 @@
 Formats (see ``docs/corpus-formats.md``):
 
 * ``coliee`` — the COLIEE English civil code text (``.txt``), :mod:`indexer.parsers.coliee`;
+* ``coliee-xml`` — COLIEE's XML civil code, the Japanese ``civil.xml`` (``.xml``),
+  :mod:`indexer.parsers.coliee_xml`;
 * ``alqac`` — the ALQAC ``law.json`` (``.json``), :mod:`indexer.parsers.alqac`;
 * ``jsonl`` — one JSON object per article (``.jsonl``/``.ndjson``), :mod:`indexer.parsers.jsonl`.
 """
@@ -15,16 +17,19 @@ from pathlib import Path
 from indexer.articles import Article
 from indexer.parsers.alqac import parse_alqac_laws
 from indexer.parsers.coliee import parse_civil_code
+from indexer.parsers.coliee_xml import parse_coliee_xml
 from indexer.parsers.jsonl import parse_jsonl
 from lexrerank.errors import InputError
 
-CORPUS_FORMATS = ("coliee", "alqac", "jsonl")
+CORPUS_FORMATS = ("coliee", "coliee-xml", "alqac", "jsonl")
 
-_BY_SUFFIX = {".txt": "coliee", ".json": "alqac", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_BY_SUFFIX = {".txt": "coliee", ".xml": "coliee-xml", ".json": "alqac", ".jsonl": "jsonl",
+              ".ndjson": "jsonl"}
 
 
 def detect_format(path: str | Path) -> str:
-    """The corpus format of ``path`` from its extension: .txt coliee, .json alqac, .jsonl jsonl.
+    """The corpus format of ``path`` from its extension: .txt coliee, .xml coliee-xml, .json
+    alqac, .jsonl jsonl.
 
     Raises :class:`InputError` naming the ``--format`` values when the extension is unknown.
     """
@@ -43,10 +48,11 @@ def parse_corpus(
 ) -> Iterator[Article]:
     """Parse the corpus file ``path`` in format ``fmt`` (detected from the extension if None).
 
-    ``language`` overrides each format's default ("en" for coliee and jsonl, "vi" for alqac;
-    in JSONL a record's own ``language`` field still wins). The format and the file's
-    existence are checked at call time; content errors surface as :class:`InputError` while
-    iterating, so callers that must not half-write should consume the iterator first.
+    ``language`` overrides each format's default ("en" for coliee and jsonl, "ja" for
+    coliee-xml, "vi" for alqac; in JSONL a record's own ``language`` field still wins). The
+    format and the file's existence are checked at call time; content errors surface as
+    :class:`InputError` while iterating, so callers that must not half-write should consume
+    the iterator first.
     """
     path = Path(path)
     if fmt is None:
@@ -61,6 +67,8 @@ def parse_corpus(
         raise InputError(str(path), "is a directory; give the corpus file")
     if fmt == "coliee":
         return parse_civil_code(path, language=language or "en")
+    if fmt == "coliee-xml":
+        return parse_coliee_xml(path, language=language or "ja")
     if fmt == "alqac":
         return parse_alqac_laws(path, language=language or "vi")
     return parse_jsonl(path, language=language or "en")

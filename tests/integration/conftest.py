@@ -65,6 +65,20 @@ def coliee_index(client: OpenSearch, coliee_code: Path) -> Iterator[str]:
     client.indices.delete(index=name, ignore_unavailable=True)
 
 
+@pytest.fixture(scope="session")
+def japanese_index(client: OpenSearch) -> Iterator[str]:
+    """A fresh test index holding the Japanese civil code (COLIEE's civil.xml), BM25 only."""
+    path = data_dir() / "coliee-ja" / "civil.xml"
+    if not path.exists():
+        pytest.skip(f"COLIEE Japanese data not found at {path} (set LEXRERANK_DATA)")
+    name = unique_index("test-coliee-ja")
+    proc = run_cli("index", "--corpus", str(path), "--index", name, "--no-vectors")
+    assert proc.returncode == 0, proc.stderr
+    assert "(ja)" in proc.stdout  # the .xml format's language
+    yield name
+    client.indices.delete(index=name, ignore_unavailable=True)
+
+
 # ---------------------------------------------------------------------------- gateway, workers
 # Real processes: a `lexrerank worker --pool solo` on private test queues, a `lexrerank serve`
 # gateway on a free port, and (for the Redis outage test) a private redis-server.

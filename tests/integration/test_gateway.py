@@ -20,6 +20,7 @@ from tests.integration.conftest import (
     GATEWAY_INDEX,
     Stack,
     _wait_for,
+    data_dir,
     free_port,
 )
 from worker.celery_app import EMBED_TASK
@@ -205,24 +206,72 @@ def test_an_index_of_a_language_without_models_falls_back_with_the_reason(
         stack: Stack, client: OpenSearch, gateway_model: str) -> None:
     if gateway_model != "paraformer":
         pytest.skip("needs the shipped weights (they are per language)")
-    from indexer.articles import Article
-    from indexer.bulk_load import load_articles
+    from opensearchpy.helpers import bulk
 
-    # No model is shipped for Japanese: the worker refuses rather than score Japanese text
-    # with an English or Vietnamese model.
-    name = "test-gateway-ja"
+    from indexer.articles import Article
+    from indexer.bulk_load import bulk_actions
+    from indexer.templates import index_body
+
+    # An index of a language no model is trained for (Korean; made by hand, as another tool
+    # might): the worker refuses rather than score it with a model of another language.
+    name = "test-gateway-ko"
     client.indices.delete(index=name, ignore_unavailable=True)
-    article = Article("1", QUERY, (QUERY,), language="ja")
-    load_articles(client, name, lambda: iter([article]), "ja", show_progress=False)
-    client.indices.refresh(index=name)
+    body = index_body("en", set())
+    body["mappings"]["_meta"]["lexrerank"]["language"] = "ko"
+    client.indices.create(index=name, body=body)
+    bulk(client, bulk_actions(name, [Article("1", QUERY, (QUERY,), language="ko")]),
+         refresh=True)
     try:
         resp = search(stack, rerank_body(model="paraformer"), index=name)
     finally:
         client.indices.delete(index=name, ignore_unavailable=True)
     info = resp["ext"]["rerank"]
     assert info["status"] == "fallback"
-    assert "LanguageMismatch" in info["reason"] and "for ja statutes" in info["reason"], info
+    assert "LanguageMismatch" in info["reason"] and "for ko statutes" in info["reason"], info
     assert [h["_id"] for h in resp["hits"]["hits"]] == ["1"]
+
+
+def test_a_japanese_index_is_reranked_by_the_japanese_default_with_evidence(
+        stack: Stack, client: OpenSearch) -> None:
+    from reranker.registry import available_models
+
+    if "ensemble" not in available_models("ja"):
+        pytest.fail("the Japanese weights (reranker/weights/ja) are missing")
+    from indexer.bulk_load import load_articles
+    from indexer.parsers import parse_corpus
+    from lexrerank.cli import embed_models
+
+    civil = data_dir() / "coliee-ja" / "civil.xml"
+    if not civil.exists():
+        pytest.skip(f"COLIEE Japanese data not found at {civil}")
+    articles = list(parse_corpus(civil))[:40]  # articles 1..33 or so: minors and guardians
+    name = "test-gateway-ja"
+    client.indices.delete(index=name, ignore_unavailable=True)
+    try:
+        load_articles(client, name, lambda: iter(articles), "ja", show_progress=False)
+        client.indices.refresh(index=name)
+        embed_models(client, name, "default", show_progress=False)
+        query = "未成年者が親の同意を得ないでした契約は取り消すことができる"
+        body = rerank_body(query, size=3, window=20, model="default", explain=True)
+        body["query"] = {"multi_match": {"query": query, "type": "most_fields",
+                                         "fields": ["content", "content.bigram"]}}
+        for _ in range(20):  # the worker loads the Japanese models on first use
+            resp = search(stack, body, index=name)
+            if resp["ext"]["rerank"]["status"] == "ok":
+                break
+            time.sleep(3)
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)
+    info = resp["ext"]["rerank"]
+    assert info["status"] == "ok", info
+    assert info["model"] == "default" or info["model"] == "ensemble", info
+    hits = resp["hits"]["hits"]
+    assert hits[0]["_id"] == "5", [h["_id"] for h in hits]
+    evidence = [e["sentence"] for h in hits for e in h["_rerank"]["evidence"]]
+    assert evidence and all(any("\u3040" <= c <= "\u9fff" for c in s) for s in evidence)
+    for hit in hits:
+        assert {e["sentence"] for e in hit["_rerank"]["evidence"]} <= set(
+            hit["_source"]["sentences"])
 
 
 # ---------------------------------------------------------------------------- pass-through

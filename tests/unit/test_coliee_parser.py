@@ -248,7 +248,7 @@ def test_parse_corpus_detects_and_dispatches(tmp_path: Path) -> None:
 
 
 def test_parse_corpus_rejects_unknown_formats(tmp_path: Path) -> None:
-    p = _write(tmp_path, SAMPLE, "code.xml")
+    p = _write(tmp_path, SAMPLE, "code.csv")
     with pytest.raises(InputError) as exc:
         detect_format(p)
     assert all(f in str(exc.value) for f in CORPUS_FORMATS) and "--format" in str(exc.value)

@@ -74,8 +74,23 @@ def test_coliee_parser_near_valid(lines: list[str], newline: str) -> None:
 @FUZZ
 @given(data=st.binary(max_size=2000))
 def test_every_corpus_parser_on_random_bytes(data: bytes) -> None:
-    for suffix, fmt in ((".txt", "coliee"), (".json", "alqac"), (".jsonl", "jsonl")):
+    for suffix, fmt in ((".txt", "coliee"), (".xml", "coliee-xml"), (".json", "alqac"),
+                        (".jsonl", "jsonl")):
         assert_parses_or_input_error(suffix, data, lambda p, f=fmt: parse_corpus(p, f))
+
+
+XML_PARTS = ["<Articles>", "</Articles>", '<Article num="1">', '<Article num="3-2">',
+             '<Article num="38:84">', '<Article num="">', "<Article>", "</Article>", "<caption/>",
+             "<caption>（基本原則）</caption>", "<text>", "</text>", "第一条　", "第三条の二　",
+             "第二百八条　削除", "私権は、公共の福祉に適合しなければならない。", "\n２　", "\n一　",
+             "&amp;", "&bogus;", "<![CDATA[x]]>", "<!DOCTYPE a>", "<?xml version='1.0'?>"]
+
+
+@FUZZ
+@given(parts=st.lists(st.sampled_from(XML_PARTS) | st.text(max_size=20), max_size=30))
+def test_coliee_xml_parser_near_valid(parts: list[str]) -> None:
+    data = "".join(parts).encode("utf-8", errors="surrogatepass")
+    assert_parses_or_input_error(".xml", data, lambda p: parse_corpus(p, "coliee-xml"))
 
 
 jsonl_record = st.fixed_dictionaries(

@@ -171,7 +171,8 @@ def test_query_text_is_only_ever_text_to_match() -> None:
 
     hostile = 'content:* OR _exists_:x {"script": {"source": "System.exit(0)"}} \\" )('
     body = bm25_body(hostile, 5)
-    assert body["query"] == {"match": {"content": {"query": hostile}}}
+    assert body["query"] == {"multi_match": {"query": hostile, "type": "most_fields",
+                                             "fields": ["content", "content.bigram"]}}
     # The rerank text goes to the worker only: the first stage is the user's own query.
     planned = plan({"query": {"match": {"content": "minor"}},
                     "ext": {"rerank": {"query_context": {"query_text": hostile}}}})
