@@ -32,6 +32,7 @@ from bench.quality import (
     ALQAC_HEAD_OPTIONS,
     ALQAC_SEED,
     ENGLISH_ENCODER_OPTIONS,
+    JAPANESE_ENCODER_OPTIONS,
     JAPANESE_INDEX,
     choose,
     score,
@@ -88,7 +89,7 @@ class _Recipe:
 RECIPES = {
     "en": _Recipe("statutes", DEFAULT_ENCODER, ENGLISH_ENCODER_OPTIONS, HeadOptions(),
                   "rolling origin, release fold"),
-    "ja": _Recipe(JAPANESE_INDEX, MULTILINGUAL_ENCODER, None, HeadOptions(),
+    "ja": _Recipe(JAPANESE_INDEX, MULTILINGUAL_ENCODER, JAPANESE_ENCODER_OPTIONS, HeadOptions(),
                   "rolling origin, release fold"),
     "vi": _Recipe("alqac", MULTILINGUAL_ENCODER, None, ALQAC_HEAD_OPTIONS,
                   "all ALQAC questions, split as one cross-validation fold"),

@@ -20,8 +20,10 @@ the anchor column gets the model's ``query`` prompt, the article columns its doc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -229,7 +231,10 @@ def finetune_encoder(model: SentenceTransformer, examples: Sequence[TrainingExam
         loss = losses if len(losses) > 1 else losses["queries"]
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_set,
                                              loss=loss)
-        output = trainer.train()
+        # The trainer's progress callback writes its loss logs to stdout (tqdm.write), which
+        # would corrupt `--json` output: training chatter belongs on stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            output = trainer.train()
     model.requires_grad_(False)
     model.eval()
     history = [{k: float(v) for k, v in entry.items() if isinstance(v, (int, float))}

@@ -268,6 +268,33 @@ def gateway_service(client: OpenSearch, gateway_model: str):
     client.indices.delete(index=GATEWAY_INDEX, ignore_unavailable=True)
 
 
+JAPANESE_QUERY = "未成年者が親の同意を得ないでした契約は取り消すことができる"
+
+
+@pytest.fixture(scope="session")
+def japanese_gateway_index(client: OpenSearch) -> Iterator[str]:
+    """The first 40 articles of the Japanese civil code (minors, guardians) with the article
+    vectors of the shipped Japanese default model: what the gateway and pages rerank."""
+    from indexer.bulk_load import load_articles
+    from indexer.parsers import parse_corpus
+    from lexrerank.cli import embed_models
+    from reranker.registry import available_models
+
+    civil = data_dir() / "coliee-ja" / "civil.xml"
+    if not civil.exists():
+        pytest.skip(f"COLIEE Japanese data not found at {civil} (set LEXRERANK_DATA)")
+    if "ensemble" not in available_models("ja"):
+        pytest.fail("the Japanese weights (reranker/weights/ja) are missing")
+    articles = list(parse_corpus(civil))[:40]
+    name = unique_index("test-gateway-ja")
+    client.indices.delete(index=name, ignore_unavailable=True)
+    load_articles(client, name, lambda: iter(articles), "ja", show_progress=False)
+    client.indices.refresh(index=name)
+    embed_models(client, name, "default", show_progress=False)
+    yield name
+    client.indices.delete(index=name, ignore_unavailable=True)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, gateway_model: str, gateway_service,
           client: OpenSearch):

@@ -18,9 +18,9 @@ from opensearchpy.exceptions import NotFoundError, RequestError
 
 from tests.integration.conftest import (
     GATEWAY_INDEX,
+    JAPANESE_QUERY,
     Stack,
     _wait_for,
-    data_dir,
     free_port,
 )
 from worker.celery_app import EMBED_TASK
@@ -232,39 +232,18 @@ def test_an_index_of_a_language_without_models_falls_back_with_the_reason(
 
 
 def test_a_japanese_index_is_reranked_by_the_japanese_default_with_evidence(
-        stack: Stack, client: OpenSearch) -> None:
-    from reranker.registry import available_models
-
-    if "ensemble" not in available_models("ja"):
-        pytest.fail("the Japanese weights (reranker/weights/ja) are missing")
-    from indexer.bulk_load import load_articles
-    from indexer.parsers import parse_corpus
-    from lexrerank.cli import embed_models
-
-    civil = data_dir() / "coliee-ja" / "civil.xml"
-    if not civil.exists():
-        pytest.skip(f"COLIEE Japanese data not found at {civil}")
-    articles = list(parse_corpus(civil))[:40]  # articles 1..33 or so: minors and guardians
-    name = "test-gateway-ja"
-    client.indices.delete(index=name, ignore_unavailable=True)
-    try:
-        load_articles(client, name, lambda: iter(articles), "ja", show_progress=False)
-        client.indices.refresh(index=name)
-        embed_models(client, name, "default", show_progress=False)
-        query = "未成年者が親の同意を得ないでした契約は取り消すことができる"
-        body = rerank_body(query, size=3, window=20, model="default", explain=True)
-        body["query"] = {"multi_match": {"query": query, "type": "most_fields",
-                                         "fields": ["content", "content.bigram"]}}
-        for _ in range(20):  # the worker loads the Japanese models on first use
-            resp = search(stack, body, index=name)
-            if resp["ext"]["rerank"]["status"] == "ok":
-                break
-            time.sleep(3)
-    finally:
-        client.indices.delete(index=name, ignore_unavailable=True)
+        stack: Stack, japanese_gateway_index: str) -> None:
+    body = rerank_body(JAPANESE_QUERY, size=3, window=20, model="default", explain=True)
+    body["query"] = {"multi_match": {"query": JAPANESE_QUERY, "type": "most_fields",
+                                     "fields": ["content", "content.bigram"]}}
+    for _ in range(20):  # the worker loads the Japanese models on first use
+        resp = search(stack, body, index=japanese_gateway_index)
+        if resp["ext"]["rerank"]["status"] == "ok":
+            break
+        time.sleep(3)
     info = resp["ext"]["rerank"]
     assert info["status"] == "ok", info
-    assert info["model"] == "default" or info["model"] == "ensemble", info
+    assert info["model"] in ("default", "ensemble"), info
     hits = resp["hits"]["hits"]
     assert hits[0]["_id"] == "5", [h["_id"] for h in hits]
     evidence = [e["sentence"] for h in hits for e in h["_rerank"]["evidence"]]

@@ -2,8 +2,8 @@
 against the real stack: a private worker and gateway (conftest ``Stack``), the real OpenSearch
 and Redis, the real ``/_lexrerank/ops`` endpoint.
 
-Screenshots are kept in ``test-artifacts/`` (search-page.png, search-fallback.png,
-ops-page.png, ops-page-jobs.png).
+Screenshots are kept in ``test-artifacts/`` (search-page.png, search-page-ja.png,
+search-fallback.png, ops-page.png, ops-page-jobs.png).
 
 Chromium missing is a FAILURE that says to run ``make setup``, not a skip: these tests are the
 only check of the pages, and ``make setup`` installs the browser on any Debian machine.
@@ -28,6 +28,7 @@ from opensearchpy import OpenSearch
 
 from tests.integration.conftest import (
     GATEWAY_INDEX,
+    JAPANESE_QUERY,
     REPO,
     ServiceProcess,
     Stack,
@@ -154,7 +155,8 @@ def gateway_search(url: str, index: str, query: str, reranker: str, size: int,
                    window: int) -> dict[str, Any]:
     """The request the page sends, sent directly: the reference the DOM must agree with."""
     body: dict[str, Any] = {"size": size, "_source": {"excludes": ["vectors"]},
-                            "query": {"match": {"content": query}}}
+                            "query": {"multi_match": {"query": query, "type": "most_fields",
+                                                      "fields": ["content", "content.bigram"]}}}
     params = {}
     if reranker != "none":
         params = {"search_pipeline": "lexrerank"}
@@ -232,6 +234,32 @@ def test_search_page_shows_reranked_hits_with_evidence(stack: Stack, browser: An
     assert not console_errors(browser)
     path = screenshot(browser, "search-page.png")
     assert path.stat().st_size > 10_000
+
+
+def test_search_page_reranks_japanese_with_evidence(stack: Stack, browser: Any,
+                                                   japanese_gateway_index: str) -> None:
+    index = japanese_gateway_index
+    for _ in range(20):  # the worker loads the Japanese models on first use
+        expected = gateway_search(stack.url, index, JAPANESE_QUERY, "default", 3, 20)
+        if expected["ext"]["rerank"]["status"] == "ok":
+            break
+        time.sleep(3)
+    assert expected["ext"]["rerank"]["status"] == "ok", expected["ext"]
+    open_search_page(browser, stack.url, index)
+    run_page_search(browser, JAPANESE_QUERY, index, "default", size=3, window=20)
+    wait_until(browser, lambda b: len(css(b, "#results li.hit")) == 3, "3 hits")
+    assert css(browser, "#rerank-status")[0].text == "ok"
+    hits = css(browser, "#results li.hit")
+    assert [h.get_attribute("data-id") for h in hits] == [
+        h["_id"] for h in expected["hits"]["hits"]]
+    assert hits[0].get_attribute("data-id") == "5"
+    marks = [m.text for h in hits for m in h.find_elements("css selector", "mark.evidence")]
+    sentences = {squash(e["sentence"]) for h in expected["hits"]["hits"]
+                 for e in h["_rerank"]["evidence"]}
+    assert marks and {squash(m) for m in marks} == sentences
+    assert "未成年者" in hits[0].find_element("css selector", ".caption").text
+    assert not console_errors(browser)
+    screenshot(browser, "search-page-ja.png")
 
 
 @pytest.fixture(scope="module")

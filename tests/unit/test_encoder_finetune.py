@@ -56,13 +56,15 @@ def test_self_supervised_pairs_come_from_captions_and_sentences(tiny_corpus):
 
 
 def test_finetuning_moves_the_layers_not_the_word_embeddings(tiny_corpus, tiny_queries,
-                                                            tmp_path):
+                                                            tmp_path, capsys):
     model = load_encoder(None, device="cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     options = EncoderTrainingOptions(epochs=1, batch_size=4, max_seq_length=32, lr=1e-4)
     report = finetune_encoder(model, _examples(tiny_corpus, tiny_queries),
                               _passages(tiny_corpus), options, show_progress=False)
     assert report.steps == 3 and report.triples == len(tiny_queries)
+    # The trainer's loss logs go to stderr: `bench quality --json` prints only its JSON.
+    assert capsys.readouterr().out == ""
     after = model.state_dict()
     embedding = next(k for k in after if k.endswith("word_embeddings.weight"))
     assert torch.equal(before[embedding], after[embedding])
