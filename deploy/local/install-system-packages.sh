@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the embedded stack needs: a JDK 17 (runs OpenSearch 2.19 and compiles the
-# analysis plugin), Redis, curl, zip, and Chromium for the page tests. Idempotent: installs
+# analysis plugin), Redis, curl, zip, and Chromium (with a Japanese font) for the page tests. Idempotent: installs
 # only what is missing.
 set -euo pipefail
 
@@ -15,6 +15,8 @@ command -v promtool >/dev/null || need+=(prometheus)
 # Headless Chromium and its WebDriver: the page tests (tests/integration/test_pages_e2e.py).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# A Japanese font, so the page tests' screenshots of Japanese statutes show text, not boxes.
+[ -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || need+=(fonts-ipafont-gothic)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
