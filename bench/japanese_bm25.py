@@ -144,6 +144,6 @@ def run(show_progress: bool = True) -> dict[str, Any]:
                 for m in METRICS} for s in [*SYSTEMS, "chosen_system"]}
     client.indices.delete(index=SCRATCH_INDEX, ignore_unavailable=True)
     return {"articles": articles, "queries": sum(len(v) for v in by_year.values()),
-            "systems": {s: {f: b for f, b in fields.items()} for s, fields in SYSTEMS.items()},
+            "systems": {s: dict(fields) for s, fields in SYSTEMS.items()},
             "mrr_by_year": {s: {y: round(v, 4) for y, v in mrr[s].items()} for s in SYSTEMS},
             "per_year": per_year, "mean_over_test_years": mean}
