@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lexrerank.errors import InputError
+from lexrerank.input_files import read_input
 from lexrerank.xml_input import expat_parser
 from lexrerank.xml_input import parse as parse_xml
 
@@ -340,15 +341,7 @@ def _query_format(path: Path) -> str:
 
 
 def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, or InputError if it is missing or unreadable."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(str(path), "file not found") from None
-    except IsADirectoryError:
-        raise InputError(str(path), "is a directory; give a query file") from None
-    except OSError as e:
-        raise InputError(str(path), f"cannot read file ({e.strerror})") from None
+    return read_input(path, "a query file")
 
 
 def _load_json(path: Path) -> object:

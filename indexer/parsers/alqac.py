@@ -25,6 +25,7 @@ from pathlib import Path
 from indexer.articles import Article
 from indexer.sentences import split_sentences
 from lexrerank.errors import InputError
+from lexrerank.input_files import read_input
 from reranker.datasets import alqac_doc_id
 
 # Clause/point markers that open a body line, never a title: "1.", "1)", "a)", "đ)", "-".
@@ -102,12 +103,7 @@ def parse_alqac_laws(path: str | Path, language: str = "vi") -> Iterator[Article
 
 def _load_json(path: Path) -> object:
     """Parse a JSON file; a missing file or a syntax error becomes InputError (with line)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(str(path), "file not found") from None
-    except IsADirectoryError:
-        raise InputError(str(path), "is a directory; give the law.json file") from None
+    raw = read_input(path, "the law.json file")
     try:
         return json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:

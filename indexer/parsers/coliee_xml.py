@@ -39,6 +39,7 @@ from pathlib import Path
 from indexer.articles import Article
 from indexer.sentences import split_sentences
 from lexrerank.errors import InputError
+from lexrerank.input_files import read_input
 from lexrerank.xml_input import expat_parser
 from lexrerank.xml_input import parse as parse_xml
 from reranker.datasets import JAPANESE_HEADING, japanese_article_id
@@ -56,12 +57,7 @@ def parse_coliee_xml(path: str | Path, language: str = "ja") -> Iterator[Article
     Raises :class:`InputError` (path, line, reason) for a missing or malformed file.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(str(path), "file not found") from None
-    except IsADirectoryError:
-        raise InputError(str(path), "is a directory; give the civil.xml file") from None
+    data = read_input(path, "the civil.xml file")
     seen: dict[str, int] = {}
     # Every entry is checked before the first article comes out (a civil code is ~800).
     articles = [_article(path, entry, seen, language) for entry in _read_entries(path, data)]
