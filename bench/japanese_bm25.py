@@ -23,13 +23,15 @@ from opensearchpy import OpenSearch
 from opensearchpy.helpers import bulk
 from tqdm import tqdm
 
+from bench.quality import METRICS as QUALITY_METRICS
+from bench.quality import choose, score
 from bench.quality_data import coliee_by_year
 from bench.quality_folds import TEST_YEARS
 from indexer.parsers import parse_corpus
 from lexrerank.config import get_settings
 from lexrerank.opensearch_client import opensearch_client
-from reranker.cutoff import tune_cutoff
-from reranker.metrics import ranking_metrics, set_metrics
+from reranker.fusion import FIRST_STAGE, SignalWindow
+from reranker.metrics import ranking_metrics
 
 SCRATCH_INDEX = "lexrerank-bench-ja-bm25"
 DEPTH = 100
@@ -55,7 +57,7 @@ SYSTEMS: dict[str, dict[str, float]] = {
     **{f"kuromoji+bigram^{w:g}": {"kuromoji": 1.0, "bigram": w} for w in (0.25, 0.5, 1.0, 2.0)},
     "kuromoji_all+bigram^0.5": {"kuromoji_all": 1.0, "bigram": 0.5},
 }
-METRICS = ("f2", "precision", "recall", "mrr", "recall@1", "recall@5", "recall@100")
+METRICS = (*QUALITY_METRICS, "recall@100")
 
 
 def _index_body() -> dict[str, Any]:
@@ -105,15 +107,19 @@ def rankings(client: OpenSearch, queries: Sequence, fields: Mapping[str, float]
 
 
 def _metrics(ranked: Mapping[str, list[tuple[str, float]]], queries: Sequence,
-             tune_on: Sequence) -> dict[str, float]:
-    qrels = {q.qid: q.gold for q in queries}
-    policy, _ = tune_cutoff([([d for d, _ in ranked[q.qid]], [s for _, s in ranked[q.qid]])
-                             for q in tune_on], [q.gold for q in tune_on], kind="ratio")
-    returned = {q.qid: [d for d, _ in ranked[q.qid]][: policy.count(
-        [s for _, s in ranked[q.qid]])] for q in queries}
-    out = {**set_metrics(returned, qrels),
-           **ranking_metrics({q.qid: ranked[q.qid] for q in queries}, qrels, (1, 5, 100))}
-    return {k: round(out[k], 4) for k in METRICS} | {"cutoff": str(policy)}
+             tune_on: Sequence) -> dict[str, Any]:
+    """BM25's figures on ``queries``, its cut-off tuned on ``tune_on`` as `bench quality`
+    does (:func:`bench.quality.choose` / :func:`bench.quality.score`), plus recall@100."""
+    def windows(qs: Sequence) -> list[SignalWindow]:
+        return [SignalWindow(tuple(d for d, _ in ranked[q.qid]),
+                             {FIRST_STAGE: np.array([s for _, s in ranked[q.qid]])}, q.gold)
+                for q in qs]
+
+    fusion, policy, _ = choose("bm25", windows(tune_on))
+    out = score("bm25", fusion, policy, windows(queries), [q.qid for q in queries])
+    deep = ranking_metrics({q.qid: ranked[q.qid] for q in queries},
+                           {q.qid: q.gold for q in queries}, (100,))
+    return {**out, "recall@100": round(deep["recall@100"], 4), "cutoff": str(policy)}
 
 
 def run(show_progress: bool = True) -> dict[str, Any]:
