@@ -7,6 +7,7 @@ session: loading it costs seconds, and every model test needs it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,13 @@ def tiny_queries() -> dict[str, str]:
 def _no_encoder_env(monkeypatch):
     # A developer's LEXRERANK_ENCODER must not change what "the default encoder" means here.
     monkeypatch.delenv("LEXRERANK_ENCODER", raising=False)
+
+
+@pytest.fixture(scope="session")
+def japanese_data() -> Path:
+    """``<data>/coliee-ja`` ($LEXRERANK_DATA, else ../shared/data); the test skips without it."""
+    env = os.environ.get("LEXRERANK_DATA")
+    data = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not (data / "coliee-ja").is_dir():
+        pytest.skip(f"COLIEE Japanese data missing under {data} (set LEXRERANK_DATA)")
+    return data / "coliee-ja"

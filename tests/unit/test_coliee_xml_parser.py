@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -143,19 +142,11 @@ def test_missing_file(tmp_path: Path) -> None:
 # --- the real file ------------------------------------------------------------------------------
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("LEXRERANK_DATA")
-    d = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    if not (d / "coliee-ja").is_dir():
-        pytest.skip(f"COLIEE Japanese data missing under {d} (set LEXRERANK_DATA)")
-    return d
-
-
-def test_real_civil_xml_shares_ids_with_the_english_code() -> None:
+def test_real_civil_xml_shares_ids_with_the_english_code(japanese_data: Path) -> None:
     from indexer.parsers.coliee import parse_civil_code
     from reranker.datasets import read_queries
 
-    data = _data_dir()
+    data = japanese_data.parent
     ja = {a.doc_id: a for a in parse_coliee_xml(data / "coliee-ja" / "civil.xml")}
     en = {a.doc_id for a in parse_civil_code(data / "coliee" / "civil_code_en-1to724-2.txt")}
     # 800 entries: 7 ranges and 6 deleted articles are not documents.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -143,17 +142,9 @@ def test_t1_without_any_heading_is_still_an_error(tmp_path: Path) -> None:
 # --- the real files -----------------------------------------------------------------------------
 
 
-def _ja_dir() -> Path:
-    data = Path(os.environ.get("LEXRERANK_DATA", Path(__file__).resolve().parents[3]
-                               / "shared" / "data"))
-    folder = data / "coliee-ja"
-    if not folder.is_dir():
-        pytest.skip(f"COLIEE Japanese data not found at {folder}")
-    return folder
-
-
-def test_every_heading_in_the_real_riteval_files_agrees_with_the_simple_files() -> None:
-    folder = _ja_dir()
+def test_every_heading_in_the_real_riteval_files_agrees_with_the_simple_files(
+        japanese_data: Path) -> None:
+    folder = japanese_data
     riteval = read_query_set(sorted((folder / "train").glob("riteval_*_jp.xml")))
     simple = read_query_set(sorted((folder / "simple").glob("simple_*_jp.xml")))
     assert len(riteval.queries) + len(riteval.skipped) == 1041
@@ -164,8 +155,8 @@ def test_every_heading_in_the_real_riteval_files_agrees_with_the_simple_files() 
     assert {q.qid: q.gold for q in riteval.queries} == gold
 
 
-def test_every_numeral_form_in_the_real_headings_converts() -> None:
-    folder = _ja_dir()
+def test_every_numeral_form_in_the_real_headings_converts(japanese_data: Path) -> None:
+    folder = japanese_data
     numeral = "[〇一二三四五六七八九十百千]+"
     heading = re.compile(rf"^\s*第({numeral})条((?:の{numeral})*)", re.MULTILINE)
     forms = set()
