@@ -15,7 +15,11 @@ Per fold every system gets the same first-stage window (BM25 top 100) and the sa
 - ``dense``, ``paraformer``, ``attentive-cnn``: BM25 fused with one model
   (:class:`reranker.fusion.WeightedFusion`), weights and cut-off tuned jointly on dev;
 - ``ensemble``: BM25 + dense + Paraformer + Attentive CNN, four weights and the cut-off tuned
-  on dev (a weight of 0 drops a model).
+  on dev (a 0.1 simplex grid; a weight of 0 drops a model);
+- ``ensemble-equal``: the same four signals with equal weights fixed in advance
+  (:func:`reranker.fusion.equal_weights`), only the cut-off tuned on dev. Four weights tuned
+  on one dev year did not carry over to the next in Japanese (README, "Retrieval quality");
+  which of the two a language ships is its release recipe's ``ensemble_system``.
 
 The result is one JSON object: per dataset ``per_year`` (or ``per_fold``) with each system's
 F2 / P / R / MRR / R@1 / R@5 and chosen settings, ``mean`` over the folds, and
@@ -42,7 +46,14 @@ from reranker.cutoff import CutoffPolicy, tune_cutoff
 from reranker.datasets import read_queries
 from reranker.encoder import MULTILINGUAL_ENCODER
 from reranker.encoder_training import EncoderTrainingOptions
-from reranker.fusion import FIRST_STAGE, SignalWindow, WeightedFusion, ranked_by, tune_weights
+from reranker.fusion import (
+    FIRST_STAGE,
+    SignalWindow,
+    WeightedFusion,
+    equal_weights,
+    ranked_by,
+    tune_weights,
+)
 from reranker.metrics import ranking_metrics, set_metrics
 
 SYSTEMS = {
@@ -51,7 +62,10 @@ SYSTEMS = {
     "paraformer": (FIRST_STAGE, "paraformer"),
     "attentive-cnn": (FIRST_STAGE, "attentive-cnn"),
     "ensemble": (FIRST_STAGE, "dense", "paraformer", "attentive-cnn"),
+    "ensemble-equal": (FIRST_STAGE, "dense", "paraformer", "attentive-cnn"),
 }
+#: Systems whose fusion weights are fixed in advance (equal); the others tune them on dev.
+EQUAL_WEIGHTS = frozenset({"ensemble-equal"})
 METRICS = ("f2", "precision", "recall", "mrr", "recall@1", "recall@5")
 ENGLISH_ENCODER_OPTIONS = EncoderTrainingOptions(epochs=2, max_seq_length=192)
 #: Japanese: the multilingual encoder (all-MiniLM-L6-v2 does not read Japanese), fine-tuned.
@@ -81,6 +95,8 @@ def choose(system: str, dev: Sequence[SignalWindow]
         rankings = [(list(w.doc_ids), list(w.signals[FIRST_STAGE])) for w in dev]
         policy, f2 = tune_cutoff(rankings, [w.gold for w in dev], kind="ratio")
         return fusion, policy, f2
+    if system in EQUAL_WEIGHTS:
+        return equal_weights(dev, names)
     return tune_weights(dev, names)
 
 

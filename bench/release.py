@@ -8,7 +8,8 @@ with exactly the code and options `bench quality` measures. The output directory
     <out>/paraformer/     its head; fusion and cut-off chosen on the last year
     <out>/attentive-cnn/  the language's Attentive CNN; fusion and cut-off likewise
     <out>/dense/          the bi-encoder alone (article vectors of the same encoder)
-    <out>/ensemble/       BM25 + the models, weights and cut-off chosen on the last year
+    <out>/ensemble/       BM25 + the models; the cut-off (and, by the recipe's
+                          ``ensemble_system``, the weights) chosen on the last year
 
 Each config records ``languages`` and, under ``training.settings_chosen_on``, which years
 trained the model and which year chose each setting. Before anything is written the shipped
@@ -32,6 +33,7 @@ from bench.quality import (
     ALQAC_HEAD_OPTIONS,
     ALQAC_SEED,
     ENGLISH_ENCODER_OPTIONS,
+    EQUAL_WEIGHTS,
     JAPANESE_ENCODER_OPTIONS,
     JAPANESE_INDEX,
     choose,
@@ -84,15 +86,19 @@ class _Recipe:
     encoder_options: EncoderTrainingOptions | None  # None: the encoder stays frozen
     head_options: HeadOptions
     protocol: str
+    # The bench.quality system shipped as `ensemble`: "ensemble" tunes its four weights on
+    # dev, "ensemble-equal" fixes them equal (Japanese, Vietnamese: see README). English keeps
+    # tuned weights until its folds are re-measured with equal ones.
+    ensemble_system: str
 
 
 RECIPES = {
     "en": _Recipe("statutes", DEFAULT_ENCODER, ENGLISH_ENCODER_OPTIONS, HeadOptions(),
-                  "rolling origin, release fold"),
+                  "rolling origin, release fold", "ensemble"),
     "ja": _Recipe(JAPANESE_INDEX, MULTILINGUAL_ENCODER, JAPANESE_ENCODER_OPTIONS, HeadOptions(),
-                  "rolling origin, release fold"),
+                  "rolling origin, release fold", "ensemble-equal"),
     "vi": _Recipe("alqac", MULTILINGUAL_ENCODER, None, ALQAC_HEAD_OPTIONS,
-                  "all ALQAC questions, split as one cross-validation fold"),
+                  "all ALQAC questions, split as one cross-validation fold", "ensemble-equal"),
 }
 
 
@@ -126,12 +132,16 @@ def build(language: str = "en", out: Path | None = None, index: str | None = Non
                          recipe.head_options)
     dev = list(fold.dev)
     measured = signal_windows(dev, windows, window_scores(trained, dev, windows, corpus))
-    chosen = {s: choose(s, measured) for s in SHIPPED}
+    chosen = {s: choose(recipe.ensemble_system if s == "ensemble" else s, measured)
+              for s in SHIPPED}
     provenance = {"protocol": recipe.protocol, "train": fold.train_tag,
                   "train_queries": len(fold.train), "settings_chosen_on": fold.describe()["dev"],
                   "encoder_options": (vars(recipe.encoder_options) if recipe.encoder_options
                                       else "frozen"),
-                  "head_options": vars(recipe.head_options), "index": index}
+                  "head_options": vars(recipe.head_options), "index": index,
+                  "ensemble_fusion": ("equal weights, cut-off chosen on dev"
+                                      if recipe.ensemble_system in EQUAL_WEIGHTS
+                                      else "weights and cut-off chosen on dev")}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lexrerank-release-", dir=out.parent) as tmp:

@@ -23,6 +23,7 @@ from reranker.ensemble import Ensemble, EnsembleQuery
 from reranker.fusion import (
     SignalWindow,
     WeightedFusion,
+    equal_weights,
     simplex_grid,
     tune_weights,
 )
@@ -55,6 +56,18 @@ def test_tuning_gives_weight_to_the_signal_that_finds_the_gold():
     assert f2 == pytest.approx(1.0)
     assert fusion.as_dict.get("model", 0) > 0.5
     assert policy.count([1.0, 0.1, 0.0]) == 1
+
+
+def test_equal_weights_fix_the_weights_and_tune_only_the_cut_off():
+    # Two gold articles: BM25 and the model agree on them, the third candidate is far below.
+    dev = [SignalWindow(["g1", "g2", "x"], {"bm25": [3.0, 2.9, 0.0], "model": [1.0, 0.9, 0.0]},
+                        ["g1", "g2"]) for _ in range(5)]
+    fusion, policy, f2 = equal_weights(dev, ["bm25", "model"])
+    assert fusion.as_dict == {"bm25": 0.5, "model": 0.5}
+    assert f2 == pytest.approx(1.0)  # the cut-off keeps both gold articles, drops the third
+    assert policy.count([1.0, 0.95, 0.0]) == 2
+    with pytest.raises(ValueError, match="no dev"):
+        equal_weights([], ["bm25"])
 
 
 @pytest.fixture()
