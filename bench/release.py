@@ -138,10 +138,7 @@ def build(language: str = "en", out: Path | None = None, index: str | None = Non
                   "train_queries": len(fold.train), "settings_chosen_on": fold.describe()["dev"],
                   "encoder_options": (vars(recipe.encoder_options) if recipe.encoder_options
                                       else "frozen"),
-                  "head_options": vars(recipe.head_options), "index": index,
-                  "ensemble_fusion": ("equal weights, cut-off chosen on dev"
-                                      if recipe.ensemble_system in EQUAL_WEIGHTS
-                                      else "weights and cut-off chosen on dev")}
+                  "head_options": vars(recipe.head_options), "index": index}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lexrerank-release-", dir=out.parent) as tmp:
@@ -180,7 +177,11 @@ def build(language: str = "en", out: Path | None = None, index: str | None = Non
                    if fusion.as_dict.get(m, 0.0) > 0}
         save_ensemble(stage / "ensemble", members,
                       WeightedFusion.of({k: v for k, v in fusion.as_dict.items() if v > 0}),
-                      policy, [language], {**provenance, "dev_f2": round(dev_f2, 4)})
+                      policy, [language],
+                      {**provenance, "dev_f2": round(dev_f2, 4),
+                       "fusion_chosen": ("equal weights fixed; cut-off on dev"
+                                         if recipe.ensemble_system in EQUAL_WEIGHTS
+                                         else "weights and cut-off on dev")})
         drift = _check_shipped(stage, trained, dev, windows, corpus, chosen)
         if out.exists():
             shutil.rmtree(out)
