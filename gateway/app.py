@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.auth import ApiKeyMiddleware
 from gateway.limits import BodyError, BodyLimitMiddleware, Limits, parse_search_body
 from gateway.metrics import MetricsMiddleware
-from gateway.opensearch_upstream import OpenSearchUpstream
+from gateway.opensearch_upstream import OpenSearchUpstream, safe_url
 from gateway.ops import add_ops_routes
 from gateway.pages import add_pages
 from gateway.proxy import opensearch_error, proxy, proxy_asgi, read_body
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream
         opensearch = await request.app.state.upstream.ping()
         redis_up = await request.app.state.workers.ping()
         body = {"status": "ok" if opensearch else "unavailable", "opensearch": opensearch,
-                "redis": redis_up, "opensearch_url": settings.opensearch_url}
+                "redis": redis_up, "opensearch_url": safe_url(settings.opensearch_url)}
         return JSONResponse(body, status_code=200 if opensearch else 503)
 
     @app.api_route("/{index}/_search", methods=["GET", "POST"])

@@ -22,7 +22,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream, failed_to_connect
+from gateway.opensearch_upstream import (
+    UPSTREAM_ERRORS,
+    OpenSearchUpstream,
+    failed_to_connect,
+    safe_url,
+)
 from lexrerank.config import Settings
 
 # RFC 9110 hop-by-hop headers, plus ones the HTTP layers on each side set themselves
@@ -65,14 +70,17 @@ def opensearch_error(status: int, error_type: str, reason: str) -> JSONResponse:
 
 
 def upstream_failure(exc: BaseException, settings: Settings) -> JSONResponse:
-    """503 (unreachable) or 504 (timed out) for a failed upstream call."""
+    """503 (unreachable) or 504 (timed out) for a failed upstream call; the URL in the
+    reason never shows credentials embedded in ``OPENSEARCH_URL``."""
+    where = safe_url(settings.opensearch_url)
     timed_out = isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError))
     if timed_out and not failed_to_connect(exc):
         return opensearch_error(504, "gateway_timeout_exception",
-                                f"OpenSearch at {settings.opensearch_url} did not answer in "
-                                f"time: {type(exc).__name__}")
+                                f"OpenSearch at {where} did not answer within "
+                                f"LEXRERANK_UPSTREAM_TIMEOUT_S={settings.upstream_timeout_s} s: "
+                                f"{type(exc).__name__}")
     return opensearch_error(503, "opensearch_unavailable_exception",
-                            f"OpenSearch is not reachable at {settings.opensearch_url}: "
+                            f"OpenSearch is not reachable at {where}: "
                             f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 

@@ -83,6 +83,8 @@ class Settings:
     redis_ssl_cert_reqs: str = "required"
     # Port of a worker's /metrics (worker/metrics.py); 0 disables it.
     worker_metrics_port: int = 9108
+    # Longest OpenSearch may stay silent on a proxied request (gateway/opensearch_upstream.py).
+    upstream_timeout_s: int = 300
 
     @property
     def opensearch_is_local(self) -> bool:
@@ -146,6 +148,7 @@ def get_settings() -> Settings:
         redis_ssl_keyfile=os.environ.get("LEXRERANK_REDIS_SSL_KEYFILE") or None,
         redis_ssl_cert_reqs=os.environ.get("LEXRERANK_REDIS_SSL_CERT_REQS") or "required",
         worker_metrics_port=_env_int("LEXRERANK_WORKER_METRICS_PORT", 9108),
+        upstream_timeout_s=_env_int("LEXRERANK_UPSTREAM_TIMEOUT_S", 300),
     )
 
 

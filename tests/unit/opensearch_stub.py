@@ -1,9 +1,9 @@
 """A stand-in OpenSearch for in-process gateway tests: a real HTTP server on loopback.
 
-The gateway talks to OpenSearch over its own sockets (gateway.keepalive_pool, and aiohttp for
-HEAD and streamed uploads), so the stub is a real server (aiohttp.web in a background thread)
-rather than a mocked transport; what it answers comes from a handler
-written in httpx's terms, ``handler(httpx.Request) -> httpx.Response``.
+The gateway talks to OpenSearch over its own sockets (gateway.opensearch_upstream, aiohttp),
+so the stub is a real server (aiohttp.web in a background thread) rather than a mocked
+transport; what it answers comes from a handler written in httpx's terms,
+``handler(httpx.Request) -> httpx.Response``.
 """
 
 from __future__ import annotations
