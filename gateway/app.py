@@ -8,10 +8,16 @@ Routes:
 - ``GET /_lexrerank/health``: the gateway's own readiness (``GET /`` is OpenSearch's);
 - ``GET /_lexrerank/ui/`` and ``/_lexrerank/ui/ops``: the search and ops pages
   (:mod:`gateway.pages`);
-- ``/healthz``, ``/readyz``, ``/metrics``, ``/_lexrerank/ops``: :mod:`gateway.ops`; any other
-  ``/_lexrerank/...`` is a 404;
-- everything else: passed through to OpenSearch unchanged (:mod:`gateway.proxy`), plain
-  requests by :class:`PlainProxyFastPath` without the router.
+- ``/_lexrerank/healthz``, ``/_lexrerank/readyz``, ``/_lexrerank/metrics``,
+  ``/_lexrerank/ops``: :mod:`gateway.ops`; any other ``/_lexrerank/...`` is a 404 (OpenSearch
+  index names cannot start with ``_``, so the namespace hides no index);
+- a method outside :data:`ALL_METHODS` (``PROPFIND``, ``TRACE``, ...): 405;
+- everything else (``/metrics`` and ``/healthz`` included: index names like any other):
+  passed through to OpenSearch unchanged (:mod:`gateway.proxy`), plain requests by
+  :class:`PlainProxyFastPath` without the router.
+
+The HTTP edge below the application (header size, read times, connections, parse errors)
+is :mod:`gateway.http_protocol`.
 
 Run it with ``lexrerank serve`` (uvicorn; ``create_app`` is the factory).
 """
@@ -19,22 +25,30 @@ Run it with ``lexrerank serve`` (uvicorn; ``create_app`` is the factory).
 from __future__ import annotations
 
 import os
+import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import ApiKeyMiddleware
-from gateway.limits import BodyError, BodyLimitMiddleware, Limits, parse_search_body
+from gateway.limits import (
+    BodyError,
+    BodyLimitMiddleware,
+    Limits,
+    parse_search_body,
+    too_large,
+)
 from gateway.metrics import MetricsMiddleware
 from gateway.opensearch_upstream import OpenSearchUpstream, safe_url
 from gateway.ops import add_ops_routes
 from gateway.pages import add_pages
-from gateway.proxy import opensearch_error, proxy, proxy_asgi, read_body
+from gateway.proxy import client_gone, opensearch_error, proxy, proxy_asgi, read_body
 from gateway.request_log import RequestIdMiddleware, annotate, setup_logging
 from gateway.rerank_client import RerankClient
 from gateway.rerank_pipeline import run_pipeline
@@ -47,11 +61,29 @@ from gateway.rerank_request import (
 )
 from lexrerank.config import Settings, get_settings
 
+# The methods OpenSearch serves (TRACE and CONNECT it refuses; WebDAV's it drops unanswered).
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
+_METHODS = frozenset(ALL_METHODS)
+_ALLOW = ", ".join(ALL_METHODS)
+
+# The paths the gateway answers itself; every other path belongs to OpenSearch.
+GATEWAY_PREFIX = "/_lexrerank/"
+MAX_BODY_ENV = "LEXRERANK_MAX_BODY_BYTES"
 
 
-# Paths the gateway answers itself; every other path belongs to OpenSearch.
-GATEWAY_PATHS = ("/_lexrerank/", "/healthz", "/readyz", "/metrics")
+def _spelled(word: str) -> bytes:
+    """A regex for ``word`` as a JSON string may spell it: each character as itself or as a
+    ``\\uXXXX`` escape (hex digits in either case)."""
+    parts = []
+    for char in word:
+        code = "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d
+                       for d in f"{ord(char):04x}")
+        parts.append(f"(?:{re.escape(char)}|\\\\u{code})")
+    return "".join(parts).encode()
+
+
+# Could this body name a search pipeline? (Run only on bodies too large to parse.)
+_NAMES_A_PIPELINE = re.compile(_spelled("search_pipeline"))
 
 
 def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream | None = None,
@@ -129,7 +161,7 @@ def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream
                                   settings, started)
 
     add_pages(app)  # before the catch-all proxy: /_lexrerank/ui/ is ours
-    add_ops_routes(app, settings)  # /metrics, /healthz, /readyz, /_lexrerank/ops
+    add_ops_routes(app, settings)  # /_lexrerank/{metrics,healthz,readyz,ops}
 
     @app.api_route("/_lexrerank/{rest:path}", methods=ALL_METHODS)
     async def unknown_gateway_path(rest: str) -> Response:
@@ -141,7 +173,7 @@ def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream
     async def passthrough(path: str, request: Request) -> Response:
         return await proxy(request, request.app.state.upstream, settings)
 
-    served: ASGIApp = PlainProxyFastPath(app, opensearch, settings)
+    served: ASGIApp = PlainProxyFastPath(app, opensearch, settings, limits)
     # Innermost first: body limits, API keys, request ids (every answer carries one), and
     # metrics outermost (counts every answer, 401s included). They wrap the fast path too.
     served = BodyLimitMiddleware(served, limits=limits)
@@ -160,25 +192,91 @@ class PlainProxyFastPath:
     requests go straight to :func:`gateway.proxy.proxy_asgi`, everything else to ``app``
     with the body it already read. Saves the router, the Request object and a JSON parse on
     the path every non-reranked request takes.
+
+    ``LEXRERANK_MAX_BODY_BYTES`` bounds only the ``_search`` bodies the gateway parses: those
+    of a search that names the pipeline in its query string, of an index with the pipeline by
+    default (unless ``search_pipeline=_none``), and those that could name it themselves. A
+    larger plain search goes to OpenSearch like any body (up to ``LEXRERANK_MAX_PROXY_BODY_
+    BYTES``, :class:`gateway.limits.BodyLimitMiddleware`). Methods outside
+    :data:`ALL_METHODS` get a 405; a client gone before its body is complete gets nothing
+    forwarded and no answer.
     """
 
-    def __init__(self, app: ASGIApp, upstream: OpenSearchUpstream, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, upstream: OpenSearchUpstream, settings: Settings,
+                 limits: Limits | None = None) -> None:
         self.app, self.upstream, self.settings = app, upstream, settings
+        self.max_body_bytes = (limits or Limits.from_settings(settings)).max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(GATEWAY_PATHS):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in _METHODS:
+            response = opensearch_error(
+                405, "method_not_allowed_exception",
+                f"the gateway and OpenSearch do not serve method [{scope['method']}]; "
+                f"allowed: [{_ALLOW}]")
+            response.headers["Allow"] = _ALLOW
+            await response(scope, receive, send)
+            return
+        try:
+            await self._route(scope, receive, send)
+        except ClientDisconnect:
+            await client_gone(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"].startswith(GATEWAY_PREFIX):
             await self.app(scope, receive, send)
             return
         index = _search_index(scope)
         if index is None:
             await proxy_asgi(scope, receive, send, self.upstream, self.settings)
             return
-        body = await read_body(receive)
-        if (b"search_pipeline" in scope.get("query_string", b"") or b"search_pipeline" in body
-                or b"\\u" in body or index in self.settings.default_pipeline_indexes):
+        limit = self.max_body_bytes
+        parsed = self._parses(scope, index)
+        body = await _read_body_upto(receive, limit if parsed else None)
+        if len(body) > limit:
+            if parsed or _NAMES_A_PIPELINE.search(body):
+                await too_large(limit, MAX_BODY_ENV)(scope, receive, send)
+                return
+            await proxy_asgi(scope, receive, send, self.upstream, self.settings, body)
+            return
+        if (parsed or b"search_pipeline" in body or b"\\u" in body
+                or index in self.settings.default_pipeline_indexes):
             await self.app(scope, _replay(body, receive), send)
             return
         await proxy_asgi(scope, receive, send, self.upstream, self.settings, body)
+
+    def _parses(self, scope: Scope, index: str) -> bool:
+        """True when the gateway parses this search's body whatever it says: the query
+        string names the pipeline, or the index has it by default and the query string does
+        not turn it off."""
+        query = scope.get("query_string", b"")
+        if b"search_pipeline" not in query:
+            return index in self.settings.default_pipeline_indexes
+        params = urllib.parse.parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        pipelines = {v for k, v in params if k == "search_pipeline"}
+        if "_none" in pipelines:
+            return False
+        return "lexrerank" in pipelines or index in self.settings.default_pipeline_indexes
+
+
+async def _read_body_upto(receive: Receive, limit: int | None) -> bytes:
+    """The whole request body, or (with ``limit``) its first bytes once they pass ``limit``
+    (the caller answers 413 and the rest is never buffered). Raises ClientDisconnect like
+    :func:`gateway.proxy.read_body`."""
+    if limit is None:
+        return await read_body(receive)
+    chunks, seen = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        seen += len(chunk)
+        if seen > limit or not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _search_index(scope: Scope) -> str | None:

@@ -4,10 +4,11 @@ Hostile or careless input must get a clear 4xx in OpenSearch's error shape, neve
 never take the process down. Every limit is configurable (``lexrerank.config``,
 docs/security.md) and cheap: a header lookup per request, a C-speed bracket count per parsed body.
 
-- :class:`BodyLimitMiddleware` (pure ASGI): a declared ``content-length`` above the limit is a
-  413 before the body is read; a chunked body is counted as it arrives. Bodies the gateway
-  parses itself (``/{index}/_search``) get ``max_body_bytes``; bodies it only streams through
-  to OpenSearch get ``max_proxy_body_bytes`` (OpenSearch's own default, 100 MiB).
+- :class:`BodyLimitMiddleware` (pure ASGI): a declared ``content-length`` above
+  ``max_proxy_body_bytes`` (OpenSearch's own default, 100 MiB) is a 413 before the body is
+  read; a chunked body is counted as it arrives. The smaller ``max_body_bytes`` bounds only
+  the ``_search`` bodies the gateway parses itself (:class:`gateway.app.PlainProxyFastPath`
+  decides which): a plain search of any size up to the proxy limit is OpenSearch's to answer.
 - :func:`parse_search_body`: JSON that is not UTF-8, not JSON, or nested deeper than
   ``max_json_depth`` raises :class:`BodyError` (a 400), instead of a ``RecursionError``.
 - :class:`Limits` carries the ranges that :func:`gateway.rerank_request.plan_search` checks
@@ -30,7 +31,6 @@ from lexrerank.config import Settings
 # The shipped reranker names (``reranker.registry.MODEL_NAMES``; importing ``reranker`` here
 # would pull torch into the gateway; a unit test keeps the two equal).
 SHIPPED_MODELS = ("ensemble", "paraformer", "attentive-cnn", "dense")
-SEARCH_SUFFIX = "/_search"
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class _TooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """ASGI middleware: 413 for request bodies over the configured limits."""
+    """ASGI middleware: 413 for request bodies over ``max_proxy_body_bytes``."""
 
     def __init__(self, app: ASGIApp, limits: Limits) -> None:
         self.app = app
@@ -143,10 +143,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"].endswith(SEARCH_SUFFIX):
-            limit, env = self.limits.max_body_bytes, "LEXRERANK_MAX_BODY_BYTES"
-        else:
-            limit, env = self.limits.max_proxy_body_bytes, "LEXRERANK_MAX_PROXY_BODY_BYTES"
+        limit, env = self.limits.max_proxy_body_bytes, "LEXRERANK_MAX_PROXY_BODY_BYTES"
         declared = None
         for key, value in scope["headers"]:
             if key == b"content-length":

@@ -1,13 +1,13 @@
-"""The gateway's operational routes: ``/metrics``, ``/healthz``, ``/readyz``, ``/_lexrerank/ops``.
+"""The gateway's operational routes, all under ``/_lexrerank/`` (never proxied to OpenSearch).
 
-- ``GET /metrics``: Prometheus text (:mod:`gateway.metrics`; queue depths and reindex
-  progress are read from Redis at scrape time);
-- ``GET /healthz``: 200 ``{"status": "alive"}`` while the process serves;
-- ``GET /readyz``: 200 when ready, else 503; the body names each check (see
+- ``GET /_lexrerank/metrics``: Prometheus text (:mod:`gateway.metrics`; queue depths and
+  reindex progress are read from Redis at scrape time);
+- ``GET /_lexrerank/healthz``: 200 ``{"status": "alive"}`` while the process serves;
+- ``GET /_lexrerank/readyz``: 200 when ready, else 503; the body names each check (see
   :mod:`gateway.readiness`);
 - ``GET /_lexrerank/ops``: one JSON snapshot for the ops page (shape in docs/ops.md).
 
-These paths are the gateway's own: they are never proxied to OpenSearch.
+``/metrics``, ``/healthz`` and ``/readyz`` are OpenSearch's (index names), passed through.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from worker.presence import KEY_PREFIX as PRESENCE_PREFIX
 from worker.presence import TTL_S as PRESENCE_TTL_S
 from worker.presence import decode_presence
 
+OPS_PREFIX = "/_lexrerank/"
+METRICS_PATH, HEALTHZ_PATH, READYZ_PATH = (f"{OPS_PREFIX}{name}"
+                                           for name in ("metrics", "healthz", "readyz"))
 WORKER_FIELDS = ("name", "pid", "queues", "model", "model_version", "device", "models",
                  "updated_at")
 
@@ -77,22 +80,22 @@ def add_ops_routes(app: FastAPI, settings: Settings) -> None:
     scrape = scrape_registry(settings, redis)
     readiness = Readiness(settings)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(METRICS_PATH, include_in_schema=False)
     async def metrics() -> Response:
         # Scrape-time Redis reads are blocking (with short timeouts): off the event loop.
         return Response(await run_in_threadpool(render_metrics, scrape),
                         media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get(HEALTHZ_PATH, include_in_schema=False)
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "alive"})
 
-    @app.get("/readyz", include_in_schema=False)
+    @app.get(READYZ_PATH, include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
         body = await readiness.check(request.app.state.upstream, request.app.state.workers)
         return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
-    @app.get("/_lexrerank/ops", include_in_schema=False)
+    @app.get(f"{OPS_PREFIX}ops", include_in_schema=False)
     async def ops() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(ops_snapshot, redis, settings),
                             headers={"Cache-Control": "no-store"})

@@ -17,9 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from gateway.proxy import opensearch_error
 
@@ -45,6 +47,28 @@ def public_paths() -> tuple[str, ...]:
     assets = sorted(f"{UI_PREFIX}/static/{p.name}" for p in STATIC_DIR.iterdir()
                     if p.suffix in {".css", ".js"})
     return (UI_PREFIX, f"{UI_PREFIX}/", f"{UI_PREFIX}/ops", *assets)
+
+
+class PageAssets(StaticFiles):
+    """The pages' CSS and JavaScript: Starlette's StaticFiles, with ``nosniff`` (a browser
+    must not run a file as anything but its declared type) and its 404/405 in OpenSearch's
+    error shape rather than ``{"detail": ...}``."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            response = await super().get_response(path, scope)
+        except HTTPException as exc:
+            error = opensearch_error(
+                exc.status_code,
+                "resource_not_found_exception" if exc.status_code == 404
+                else "method_not_allowed_exception" if exc.status_code == 405
+                else "illegal_argument_exception",
+                f"no asset {UI_PREFIX}/static/{path}: {exc.detail}" if exc.status_code == 404
+                else f"{scope['method']} {UI_PREFIX}/static/{path}: {exc.detail}")
+            error.headers.update(exc.headers or {})
+            response = error
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def _page(name: str) -> FileResponse:
@@ -74,7 +98,7 @@ def add_pages(app: FastAPI) -> None:
         """The ops page (live charts of /_lexrerank/ops, workers, reindex jobs)."""
         return _page("ops.html")
 
-    app.mount(f"{UI_PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+    app.mount(f"{UI_PREFIX}/static", PageAssets(directory=STATIC_DIR), name="ui-static")
 
     @app.api_route(f"{UI_PREFIX}/{{rest:path}}", methods=["GET", "HEAD", "POST"],
                    include_in_schema=False)

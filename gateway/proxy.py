@@ -15,10 +15,11 @@ loads, scrolls) are streamed both ways, so memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -84,24 +85,49 @@ def upstream_failure(exc: BaseException, settings: Settings) -> JSONResponse:
                             f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
-async def _rest_of_body(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
-    yield first
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
+class _BodyStream:
+    """The request body as an async iterator for a streamed upload; a client that goes away
+    before the end raises :class:`ClientDisconnect` inside the upstream client, which then
+    abandons the request (a chunked upload without its last chunk is never applied)."""
+
+    def __init__(self, first: bytes, receive: Receive) -> None:
+        self.first, self.receive, self.disconnected = first, receive, False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.first
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                raise ClientDisconnect
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+
+
+async def client_gone(scope: Scope, receive: Receive, send: Send) -> None:
+    """Record a request whose client went away before its body was complete: a 499 (nginx's
+    "client closed request") through the middlewares, so the request log and the metrics
+    count a client's abandon, not a gateway 500. The server writes nothing: the connection
+    is gone (uvicorn drops sends after a disconnect)."""
+    with contextlib.suppress(OSError):
+        await opensearch_error(499, "client_closed_request",
+                               "the client went away before its request body was complete: "
+                               "nothing was sent to OpenSearch")(scope, receive, send)
 
 
 async def read_body(receive: Receive) -> bytes:
-    """The whole request body (callers bound it: see gateway.limits)."""
+    """The whole request body (callers bound it: see gateway.limits).
+
+    Raises :class:`starlette.requests.ClientDisconnect` when the client goes away (or the
+    server gives up on it: gateway.http_protocol) before the body is complete: a partial body
+    must never be taken for a whole one.
+    """
     chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientDisconnect
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
@@ -113,18 +139,30 @@ async def proxy_asgi(scope: Scope, receive: Receive, send: Send, upstream: OpenS
     """Forward the request in ``scope`` to OpenSearch and send the answer back unchanged.
 
     ``body`` is the request body when the caller has already read it from ``receive``.
+    A client that goes away before its body is complete gets nothing forwarded (or, for a
+    streamed upload, the upstream request abandoned before its end): ClientDisconnect is
+    raised for the caller to record (:func:`client_gone`).
     """
+    stream = None
     if body is None:
         first = await receive()
-        chunk = first.get("body", b"") if first["type"] == "http.request" else b""
-        content = (_rest_of_body(chunk, receive) if first.get("more_body", False)
-                   else chunk)
+        if first["type"] == "http.disconnect":
+            raise ClientDisconnect  # gone before the body: an empty one must not go for it
+        chunk = first.get("body", b"")
+        if first.get("more_body", False):
+            stream = _BodyStream(chunk, receive)
+        content: bytes | _BodyStream = stream or chunk
     else:
         content = body
     try:
         answer = await upstream.open(scope["method"], raw_target(scope), request_headers(scope),
                                      content or None)
-    except UPSTREAM_ERRORS as exc:
+    except (*UPSTREAM_ERRORS, ClientDisconnect) as exc:
+        if stream is not None and stream.disconnected:
+            # The upstream client wraps our ClientDisconnect in its own error.
+            raise ClientDisconnect from None
+        if isinstance(exc, ClientDisconnect):
+            raise
         await upstream_failure(exc, settings)(scope, receive, send)
         return
     try:
@@ -154,7 +192,11 @@ class ProxyResponse(Response):
         self.upstream, self.settings, self.request_body = upstream, settings, body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await proxy_asgi(scope, receive, send, self.upstream, self.settings, self.request_body)
+        try:
+            await proxy_asgi(scope, receive, send, self.upstream, self.settings,
+                             self.request_body)
+        except ClientDisconnect:
+            await client_gone(scope, receive, send)
 
 
 async def proxy(request: Request, upstream: OpenSearchUpstream, settings: Settings,

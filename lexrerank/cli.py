@@ -423,8 +423,11 @@ def serve(
 
         prepare_multiproc_dir("gateway")  # /metrics merges the uvicorn workers' values
     # access_log off: the gateway writes its own JSON line per request, with the request id.
+    # The protocol is uvicorn's httptools one plus the LEXRERANK_MAX_HEADER_BYTES, _HEADER_READ_MS,
+    # _BODY_READ_MS and _CONNECTIONS limits (gateway/http_protocol.py).
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=False)
+                log_level=log_level, access_log=False,
+                http="gateway.http_protocol:GatewayHttpProtocol")
 
 
 POOLS = ("prefork", "solo", "threads")

@@ -18,8 +18,8 @@ OPENSEARCH_VERSION = "2.19.6"
 # Open without an API key (GET/HEAD only): probes, Prometheus' scrape (counts, no query text)
 # and the pages' HTML/CSS/JS (no data: every request they make carries the key). A trailing
 # "*" is a prefix; everything under /_lexrerank/ is the gateway's own, never proxied.
-DEFAULT_AUTH_EXEMPT_PATHS = ("/healthz", "/readyz", "/_lexrerank/health", "/metrics",
-                             "/_lexrerank/ui*")
+DEFAULT_AUTH_EXEMPT_PATHS = ("/_lexrerank/healthz", "/_lexrerank/readyz", "/_lexrerank/health",
+                             "/_lexrerank/metrics", "/_lexrerank/ui*")
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -74,6 +74,13 @@ class Settings:
     max_result_window: int = 10_000
     max_window: int = 1000
     max_timeout_ms: int = 60_000
+    # The HTTP edge (gateway/http_protocol.py, docs/security.md, "Limits"): request line plus
+    # headers, the time to send them, the time to send a body, and the connections one
+    # uvicorn process serves at once. 0 disables a limit.
+    max_header_bytes: int = 16_384
+    max_header_read_ms: int = 10_000
+    max_body_read_ms: int = 60_000
+    max_connections: int = 1000
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never printed
     auth_exempt_paths: tuple[str, ...] = DEFAULT_AUTH_EXEMPT_PATHS
     # TLS towards Redis for rediss:// URLs (lexrerank/redis_tls.py).
@@ -140,6 +147,10 @@ def get_settings() -> Settings:
         max_result_window=_env_int("LEXRERANK_MAX_RESULT_WINDOW", 10_000),
         max_window=_env_int("LEXRERANK_MAX_WINDOW", 1000),
         max_timeout_ms=_env_int("LEXRERANK_MAX_TIMEOUT_MS", 60_000),
+        max_header_bytes=_env_int("LEXRERANK_MAX_HEADER_BYTES", 16_384),
+        max_header_read_ms=_env_int("LEXRERANK_MAX_HEADER_READ_MS", 10_000),
+        max_body_read_ms=_env_int("LEXRERANK_MAX_BODY_READ_MS", 60_000),
+        max_connections=_env_int("LEXRERANK_MAX_CONNECTIONS", 1000),
         api_keys=_api_keys(),
         auth_exempt_paths=(_env_list("LEXRERANK_AUTH_EXEMPT_PATHS")
                            or DEFAULT_AUTH_EXEMPT_PATHS),

@@ -114,7 +114,7 @@ def idle_gateway(tmp_path_factory: pytest.TempPathFactory, gateway_model: str,
 def wait_ready(stack: Stack, timeout: float = 60) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:
-        resp = httpx.get(f"{stack.url}/readyz", timeout=10)
+        resp = httpx.get(f"{stack.url}/_lexrerank/readyz", timeout=10)
         if resp.status_code == 200 or time.monotonic() > deadline:
             return resp
         time.sleep(1)
@@ -123,7 +123,7 @@ def wait_ready(stack: Stack, timeout: float = 60) -> httpx.Response:
 # ------------------------------------------------------------------------------ health, ready
 
 def test_healthz_and_readyz_with_the_real_stack(ops_stack: Stack, ops_index: str) -> None:
-    alive = httpx.get(f"{ops_stack.url}/healthz", timeout=5)
+    alive = httpx.get(f"{ops_stack.url}/_lexrerank/healthz", timeout=5)
     assert alive.status_code == 200 and alive.json() == {"status": "alive"}
     resp = wait_ready(ops_stack)
     body = resp.json()
@@ -140,7 +140,7 @@ def test_healthz_and_readyz_with_the_real_stack(ops_stack: Stack, ops_index: str
 
 
 def test_readyz_names_the_failing_check_without_a_worker(idle_gateway: Stack) -> None:
-    resp = httpx.get(f"{idle_gateway.url}/readyz", timeout=10)
+    resp = httpx.get(f"{idle_gateway.url}/_lexrerank/readyz", timeout=10)
     body = resp.json()
     assert resp.status_code == 503, body
     assert body["status"] == "not_ready"
@@ -152,11 +152,11 @@ def test_readyz_names_the_failing_check_without_a_worker(idle_gateway: Stack) ->
 
 def test_queue_depth_and_no_worker_fallback_on_an_idle_queue(idle_gateway: Stack,
                                                              ops_index: str) -> None:
-    httpx.get(f"{idle_gateway.url}/readyz", timeout=10)  # learns that no worker answers
-    before = scrape(f"{idle_gateway.url}/metrics")
+    httpx.get(f"{idle_gateway.url}/_lexrerank/readyz", timeout=10)  # learns: no worker answers
+    before = scrape(f"{idle_gateway.url}/_lexrerank/metrics")
     answer = rerank(idle_gateway, ops_index)
     assert answer["ext"]["rerank"]["status"] == "fallback"
-    after = scrape(f"{idle_gateway.url}/metrics")
+    after = scrape(f"{idle_gateway.url}/_lexrerank/metrics")
     # Nobody consumes the queue: the published task waits there.
     depth = "lexrerank_queue_depth"
     assert (value(after, depth, queue=idle_gateway.queue)
@@ -171,9 +171,9 @@ def test_queue_depth_and_no_worker_fallback_on_an_idle_queue(idle_gateway: Stack
 # ------------------------------------------------------------------------------ gateway metrics
 
 def test_reranked_searches_move_the_gateway_metrics(ops_stack: Stack, ops_index: str) -> None:
-    url = f"{ops_stack.url}/metrics"
+    url = f"{ops_stack.url}/_lexrerank/metrics"
     before = scrape(url)
-    searches = 4  # spread over both uvicorn processes: /metrics must merge them
+    searches = 4  # spread over both uvicorn processes: /_lexrerank/metrics merges them
     answers = [rerank(ops_stack, ops_index) for _ in range(searches)]
     assert all(a["ext"]["rerank"]["status"] == "ok" for a in answers), answers[0]["ext"]
     model = answers[0]["ext"]["rerank"]["model"]
@@ -201,7 +201,7 @@ def test_reranked_searches_move_the_gateway_metrics(ops_stack: Stack, ops_index:
 
 
 def test_fallbacks_are_counted_by_reason(ops_stack: Stack, ops_index: str) -> None:
-    url = f"{ops_stack.url}/metrics"
+    url = f"{ops_stack.url}/_lexrerank/metrics"
     before = scrape(url)
     timed_out = rerank(ops_stack, ops_index, timeout_ms=1)
     # The index holds no Attentive CNN vectors: the worker refuses, the gateway falls back.
@@ -211,7 +211,7 @@ def test_fallbacks_are_counted_by_reason(ops_stack: Stack, ops_index: str) -> No
     assert "worker error" in refused["ext"]["rerank"]["reason"]
     after = scrape(url)
     name = "lexrerank_gateway_rerank_fallbacks_total"
-    # "timeout", or "no_worker" in a uvicorn process whose last /readyz ran while the
+    # "timeout", or "no_worker" in a uvicorn process whose last readiness check ran while the
     # worker's child was still loading its model.
     timeouts = sum(value(after, name, reason=r) - value(before, name, reason=r)
                    for r in ("timeout", "no_worker"))
@@ -304,7 +304,7 @@ def test_ops_snapshot_lists_workers_queues_and_reindex_jobs(ops_stack: Stack,
         assert mine[0]["model_version"] and mine[0]["name"] == ops_stack.node
         jobs = {job["alias"]: job for job in snap["reindex_jobs"]}
         assert jobs[alias]["chunks_done"] == 3
-        samples = scrape(f"{ops_stack.url}/metrics")
+        samples = scrape(f"{ops_stack.url}/_lexrerank/metrics")
         assert value(samples, "lexrerank_reindex_chunks_done", alias=alias) == 3
         assert value(samples, "lexrerank_reindex_info", alias=alias, state="embedding") == 1
         # 40/40 documents (half) + 3/8 chunks (of the other half).

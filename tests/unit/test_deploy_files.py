@@ -29,7 +29,7 @@ APP_SERVICES = ("gateway", "rerank-worker", "embed-worker")
 LIBRARY_ENV = {"HF_HUB_OFFLINE"}
 # Without these a container would talk to 127.0.0.1 (the local defaults).
 REQUIRED_ENV = {"OPENSEARCH_URL", "REDIS_URL"}
-HEALTH_PATHS = {"/healthz", "/readyz", "/_lexrerank/health"}
+HEALTH_PATHS = {"/_lexrerank/healthz", "/_lexrerank/readyz", "/_lexrerank/health"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -233,7 +233,7 @@ def test_gateway_has_liveness_and_readiness_probes_on_real_routes() -> None:
     routes = {getattr(r, "path", None) for r in app.routes}
     assert routes >= HEALTH_PATHS, "the probes' routes exist in the gateway"
     c = container(k8s_object("Deployment", "gateway"))
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/_lexrerank/healthz"
     # Readiness needs OpenSearch only: a worker outage must not take the gateways away.
     assert c["readinessProbe"]["httpGet"]["path"] == "/_lexrerank/health"
     for probe in (c["livenessProbe"], c["readinessProbe"]):
@@ -329,6 +329,6 @@ def test_probes_metrics_and_pages_are_open_without_a_key(where: str) -> None:
     auth = ApiKeyMiddleware(None, keys=["k"],
                             exempt_paths=env["LEXRERANK_AUTH_EXEMPT_PATHS"].split(","))
     # Probes and Prometheus cannot send the key; the pages' files hold no data.
-    for path in HEALTH_PATHS | {"/metrics"} | set(public_paths()):
+    for path in HEALTH_PATHS | {"/_lexrerank/metrics"} | set(public_paths()):
         assert auth.exempts("GET", path), path
     assert not auth.exempts("GET", "/statutes/_search"), "data still needs the key"

@@ -43,25 +43,39 @@ def assert_opensearch_error(resp: httpx.Response, status: int, words: str) -> No
 
 def test_declared_body_over_the_search_limit_is_a_413() -> None:
     seen: list[httpx.Request] = []
-    with app_with(seen, max_body_bytes=100) as http:
-        resp = http.post("/i/_search", content=b" " * 101,
-                         headers={"content-type": "application/json"})
-        assert_opensearch_error(resp, 413, "LEXRERANK_MAX_BODY_BYTES")
+    big = json.dumps(QUERY).encode() + b" " * 101
+    json_type = {"content-type": "application/json"}
+    with app_with(seen, max_body_bytes=100, default_pipeline_indexes=("d",)) as http:
+        # Bodies the gateway parses: the pipeline named in the query string or the body,
+        # or an index with the pipeline by default.
+        for path, body in (("/i/_search?search_pipeline=lexrerank", big),
+                           ("/i/_search", b'{"search_pipeline": "lexrerank"}' + b" " * 101),
+                           ("/i/_search", b'{"search\\u005fpipeline": "x"}' + b" " * 101),
+                           ("/d/_search", big)):
+            resp = http.post(path, content=body, headers=json_type)
+            assert_opensearch_error(resp, 413, "LEXRERANK_MAX_BODY_BYTES")
+        assert not seen  # none of them reached OpenSearch
+        # A plain search is OpenSearch's to answer whatever its size (up to the proxy limit),
+        # and so is one that turns an index's default pipeline off.
+        for path in ("/i/_search", "/d/_search?search_pipeline=_none"):
+            assert http.post(path, content=big, headers=json_type).status_code == 200
         # Pass-through paths have their own, larger limit.
         assert http.put("/i/_doc/1", content=b"{}" + b" " * 200).status_code == 201
-    assert len(seen) == 1  # the oversized search never reached OpenSearch
+    assert len(seen) == 3
 
 
 def test_chunked_body_over_the_limit_is_a_413() -> None:
     seen: list[httpx.Request] = []
 
-    def chunks():
-        for _ in range(10):
+    def chunks(count: int = 10):
+        for _ in range(count):
             yield b" " * 50
 
-    with app_with(seen, max_body_bytes=100, max_proxy_body_bytes=120) as http:
+    with app_with(seen, max_body_bytes=100, max_proxy_body_bytes=200) as http:
+        assert_opensearch_error(http.post("/i/_search?search_pipeline=lexrerank",
+                                          content=chunks(3)), 413, "LEXRERANK_MAX_BODY_BYTES")
         assert_opensearch_error(http.post("/i/_search", content=chunks()), 413,
-                                "LEXRERANK_MAX_BODY_BYTES")
+                                "LEXRERANK_MAX_PROXY_BODY_BYTES")
         assert_opensearch_error(http.post("/i/_bulk", content=chunks()), 413,
                                 "LEXRERANK_MAX_PROXY_BODY_BYTES")
 
