@@ -5,8 +5,10 @@ the size of a request's headers nor the time a client may take to send them or i
 measured on main, one 30 MB header was accepted (200, +85 MB RSS), and a slowloris client
 (1 byte/s) or a body announced but never sent kept its connection, and its ASGI task, open
 indefinitely. ``h11_max_incomplete_event_size`` bounds headers only under the pure-Python
-h11 parser, and uvicorn has no header or body read timeout under either parser; its
-``limit_concurrency`` answers a plain-text 503. So :class:`GatewayHttpProtocol` subclasses
+h11 parser (measured, a keep-alive GET round trip against a trivial app, median: httptools
+35-42 µs, this subclass 43 µs, h11 95 µs), and uvicorn has no header or body read timeout
+under either parser; its ``limit_concurrency`` answers a plain-text 503. So
+:class:`GatewayHttpProtocol` subclasses
 :class:`uvicorn.protocols.http.httptools_impl.HttpToolsProtocol` and adds, per connection:
 
 - ``LEXRERANK_MAX_HEADER_BYTES``: a request whose request line and headers are still
