@@ -25,6 +25,7 @@ import httpx
 
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
+from lexrerank.redis_tls import redis_client
 from lexrerank.stack import gateway_ready
 
 READY_S = 180
@@ -104,7 +105,8 @@ class PrivateRedis:
         import redis
 
         try:
-            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.2).ping())
+            return bool(redis_client(get_settings(), self.url, socket_connect_timeout=0.2,
+                                     socket_timeout=1).ping())
         except redis.RedisError:
             return False
 

@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lexrerank.config import Settings
+from lexrerank.redis_tls import redis_client
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGES = ("first_stage", "rerank", "merge", "total")
@@ -255,8 +256,8 @@ def record_rerank(status: str, reason: str | None, took_ms: dict[str, float], wi
 
 def scrape_redis(settings: Settings) -> Redis:
     """A synchronous Redis client with short timeouts, for scrape-time reads."""
-    return Redis.from_url(settings.redis_url, socket_timeout=SCRAPE_REDIS_TIMEOUT_S,
-                          socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_S)
+    return redis_client(settings, socket_timeout=SCRAPE_REDIS_TIMEOUT_S,
+                        socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_S)
 
 
 def queue_keys(queue: str) -> list[str]:

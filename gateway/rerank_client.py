@@ -28,7 +28,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import redis.asyncio as aioredis
 from celery import Celery, states
 from kombu.exceptions import KombuError, OperationalError
 from redis.asyncio.retry import Retry
@@ -39,9 +38,14 @@ from gateway import fast_json
 from gateway.request_log import request_id
 from gateway.result_listener import ResultListener
 from lexrerank.config import Settings
-from lexrerank.redis_tls import redis_client_ssl_kwargs
+from lexrerank.redis_tls import async_redis_client
 from worker import candidate_handoff
-from worker.celery_app import REDIS_CONNECT_TIMEOUT_S, RERANK_TASK, make_app
+from worker.celery_app import (
+    REDIS_CONNECT_TIMEOUT_S,
+    REDIS_SOCKET_TIMEOUT_S,
+    RERANK_TASK,
+    make_app,
+)
 from worker.json_logs import REQUEST_ID_HEADER
 
 PUBLISH_THREADS = 8
@@ -63,19 +67,20 @@ class RerankClient:
         self.settings = settings
         self.app = celery_app or make_app(settings)
         self.queue = settings.rerank_queue
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-            socket_keepalive=True, max_connections=MAX_REDIS_CONNECTIONS,
-            health_check_interval=30, **redis_client_ssl_kwargs(settings))
+        # A socket timeout: a Redis that accepts and never answers must not hold a request's
+        # clean-up (the deadline bounds the request itself) or pile up connections.
+        self.redis = async_redis_client(
+            settings, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_keepalive=True,
+            max_connections=MAX_REDIS_CONNECTIONS, health_check_interval=30)
         self._publisher = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
         self._backend = self.app.backend  # result key naming only; it never connects
         # The result connection is read by its listener's task alone: no health-check PING
         # and no retrying reconnect (both read replies on it from the caller's coroutine).
         # When it breaks, the listener fails its waiters and opens a new one.
-        self._results_redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-            socket_keepalive=True, health_check_interval=0, retry=Retry(NoBackoff(), 0),
-            **redis_client_ssl_kwargs(settings))
+        self._results_redis = async_redis_client(
+            settings, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            socket_keepalive=True, health_check_interval=0, retry=Retry(NoBackoff(), 0))
         # Result metas are plain JSON (the JSON result serializer; our tasks return no types
         # that kombu would tag), so the fast parser reads them, not kombu's object-hook one.
         self.results = ResultListener(self._results_redis, fast_json.loads)

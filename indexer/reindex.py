@@ -59,6 +59,7 @@ from indexer.reindex_progress import new_record, write_progress
 from indexer.templates import index_body
 from lexrerank.config import Settings
 from lexrerank.errors import LexrerankError
+from lexrerank.redis_tls import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ class ReindexJob:
         self.settings = settings
         self.opts = options
         self.app = celery_app or make_app(settings)
-        self.redis = redis or Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        self.redis = redis or redis_client(settings, socket_connect_timeout=2, socket_timeout=5)
         self.record: dict[str, Any] | None = None
         self.seconds: dict[str, float] = {}
 

@@ -302,13 +302,12 @@ def presence_record() -> dict[str, Any]:
 
 
 def _beat_forever() -> None:
-    from redis import Redis
     from redis.exceptions import RedisError
 
     from lexrerank.config import get_settings
+    from lexrerank.redis_tls import redis_client
 
-    redis = Redis.from_url(get_settings().redis_url, socket_timeout=2,
-                           socket_connect_timeout=2)
+    redis = redis_client(get_settings(), socket_timeout=2, socket_connect_timeout=2)
     while True:
         try:
             record = presence_record()
