@@ -128,7 +128,9 @@ def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream
         raw = await request.body()
         params = list(request.query_params.multi_items())
         try:
-            body = parse_search_body(raw, limits.max_json_depth)
+            body = parse_search_body(raw, limits.max_json_depth,
+                                     request.headers.get("content-encoding"),
+                                     limits.max_body_bytes)
         except BodyError as exc:
             parsed = exc.parsed if isinstance(exc.parsed, dict) else {}
             if names_pipeline(params, parsed):
@@ -242,7 +244,9 @@ class PlainProxyFastPath:
             await proxy_asgi(scope, receive, send, self.upstream, self.settings, body)
             return
         if (parsed or b"search_pipeline" in body or b"\\u" in body
-                or index in self.settings.default_pipeline_indexes):
+                or index in self.settings.default_pipeline_indexes
+                # A compressed body may name the pipeline: only the parse can tell.
+                or any(k == b"content-encoding" for k, _ in scope["headers"])):
             await self.app(scope, _replay(body, receive), send)
             return
         await proxy_asgi(scope, receive, send, self.upstream, self.settings, body)

@@ -26,6 +26,12 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.proxy import opensearch_error
+from gateway.request_body import (
+    EncodingError,
+    decoded_body,
+    has_lone_surrogate,
+    may_hold_surrogates,
+)
 from lexrerank.config import Settings
 
 # The shipped reranker names (``reranker.registry.MODEL_NAMES``; importing ``reranker`` here
@@ -94,9 +100,17 @@ def json_depth_exceeds(value: Any, max_depth: int) -> bool:
     return False
 
 
-def parse_search_body(raw: bytes, max_depth: int) -> Any:
+def parse_search_body(raw: bytes, max_depth: int, content_encoding: str | None = None,
+                      max_bytes: int = Limits.max_body_bytes) -> Any:
     """The JSON in ``raw`` ({} when empty); raises :class:`BodyError` (400) when it is not
-    UTF-8, not JSON, or nested deeper than ``max_depth``."""
+    UTF-8, not JSON, has a number too long to read or a lone surrogate, or nests deeper than
+    ``max_depth``. A ``content_encoding`` (the request's header: gzip, deflate) is decoded
+    first, to at most ``max_bytes`` (413 beyond; :mod:`gateway.request_body`)."""
+    if content_encoding:
+        try:
+            raw = decoded_body(raw, content_encoding, max_bytes)
+        except EncodingError as exc:
+            raise BodyError(exc.status, exc.error_type, str(exc)) from None
     if not raw.strip():
         return {}
     try:
@@ -107,6 +121,10 @@ def parse_search_body(raw: bytes, max_depth: int) -> Any:
                         ) from None
     except json.JSONDecodeError as exc:
         raise BodyError(400, "parse_exception", f"request body is not JSON: {exc}") from None
+    except ValueError:  # the only other: an integer literal past int()'s 4300 digits
+        raise BodyError(400, "parse_exception",
+                        "request body has a number with more digits than the gateway reads "
+                        "(4300): send it as a string") from None
     except RecursionError:
         too_deep, value = True, None  # beyond Python's own recursion limit: far beyond ours
     else:
@@ -118,6 +136,11 @@ def parse_search_body(raw: bytes, max_depth: int) -> Any:
                         f"request body nests JSON deeper than {max_depth} levels: flatten "
                         "the query (limit: LEXRERANK_MAX_JSON_DEPTH)",
                         parsed=value)
+    if may_hold_surrogates(raw) and has_lone_surrogate(value):
+        raise BodyError(400, "parse_exception",
+                        "request body has a lone UTF-16 surrogate (an unpaired \\ud800-"
+                        "\\udfff escape, or bytes ED A0-BF ..): it is not Unicode text; send "
+                        "valid UTF-8", parsed=value)
     return value
 
 

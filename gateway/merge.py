@@ -24,6 +24,9 @@ def window_candidates(response: Mapping[str, Any], window: int) -> list[list[Any
     """``[[doc_id, first_stage_score], ...]`` of the hits inside the window, best first."""
     hits = response.get("hits", {}).get("hits", [])[:window]
     ids = [h.get("_id") for h in hits]
+    if any(not isinstance(i, str) for i in ids):
+        raise MergeError("first-stage hits carry no _id (does the request drop it, e.g. with "
+                         'stored_fields "_none_"?): reranking needs each hit\'s _id')
     if len(set(ids)) != len(ids):
         raise MergeError("the first stage returned the same _id twice (several indexes?); "
                          "rerank one index at a time")

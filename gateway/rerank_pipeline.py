@@ -6,15 +6,27 @@ OpenSearch runs the first stage; the candidates follow when OpenSearch answers
 the worker after the first stage.
 
 The deadline (``ext.rerank.timeout_ms``, default ``LEXRERANK_RERANK_TIMEOUT_MS``) counts
-from the request's arrival and covers the first stage and the wait for the worker. Whatever
-goes wrong on the rerank side (timeout, no worker, worker error, Redis down, an answer that
-does not fit), the response is the first-stage order with ``ext.rerank.status = "fallback"``
-and the reason, HTTP 200. Errors of OpenSearch itself (a bad query, a missing index) come
-back as OpenSearch returned them; OpenSearch unreachable is a 503.
+from the request's arrival and covers the first stage and the wait for the worker; the
+answer leaves within it plus the merge, whatever OpenSearch, Redis or the workers do:
+
+- a first stage OpenSearch has not answered by the deadline is abandoned (its connection
+  closed) and the search is a 504 ``gateway_timeout_exception`` in OpenSearch's shape;
+- whatever goes wrong on the rerank side (timeout, no worker, worker error, Redis down, an
+  answer that does not fit), the response is the first-stage order with
+  ``ext.rerank.status = "fallback"`` and the reason, HTTP 200;
+- calling the rerank off afterwards (:meth:`PendingRerank.close`) waits at most
+  :data:`CLOSE_WAIT_S`, then goes on in the background.
+
+Errors of OpenSearch itself (a bad query, a missing index) come back as OpenSearch returned
+them; OpenSearch unreachable is a 503. The first stage goes upstream as JSON the gateway
+wrote, so the client's ``content-encoding`` (a gzip body the gateway decoded) is not
+forwarded with it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -34,8 +46,8 @@ from gateway.merge import (
     with_ext,
 )
 from gateway.metrics import record_rerank
-from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
-from gateway.proxy import request_headers, upstream_failure
+from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream, failed_to_connect
+from gateway.proxy import opensearch_error, request_headers, upstream_failure
 from gateway.request_log import annotate
 from gateway.rerank_client import PendingRerank, RerankClient, RerankUnavailable
 from gateway.rerank_request import PlannedSearch
@@ -43,6 +55,9 @@ from lexrerank.config import Settings
 
 log = logging.getLogger("lexrerank.gateway.pipeline")
 JSON_TYPE = "application/json; charset=UTF-8"
+# Longest an answer waits for its rerank to be called off (Redis slow or gone).
+CLOSE_WAIT_S = 0.05
+_CLOSING: set[asyncio.Future[None]] = set()
 
 
 def json_response(payload: dict[str, Any], status: int = 200) -> Response:
@@ -62,7 +77,20 @@ async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
         return await _first_stage_then_rerank(request, index, plan, upstream, pending,
                                               settings, started)
     finally:
-        await pending.close()
+        # Past CLOSE_WAIT_S the close goes on in the background; only the answer stops
+        # waiting for it (the set holds the task until it is done).
+        closing = asyncio.ensure_future(pending.close())
+        _CLOSING.add(closing)
+        closing.add_done_callback(_CLOSING.discard)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closing), CLOSE_WAIT_S)
+
+
+def first_stage_timeout(timeout_ms: int) -> Response:
+    """The 504 for a first stage OpenSearch did not answer within the search's deadline."""
+    return opensearch_error(504, "gateway_timeout_exception",
+                            f"OpenSearch did not answer the first stage within the search's "
+                            f"deadline (ext.rerank.timeout_ms={timeout_ms})")
 
 
 async def _first_stage_then_rerank(request: Request, index: str, plan: PlannedSearch,
@@ -70,15 +98,21 @@ async def _first_stage_then_rerank(request: Request, index: str, plan: PlannedSe
                                    settings: Settings, started: float) -> Response:
     opts = plan.rerank
     headers = [(k, v) for k, v in request_headers(request.scope)
-               if k.lower() not in ("content-type", "accept-encoding")]
+               if k.lower() not in ("content-type", "accept-encoding", "content-encoding")]
     headers.append(("content-type", "application/json"))
     # The client's own encoding of the path (index patterns, aliases) goes upstream.
     path = (request.scope.get("raw_path") or f"/{index}/_search".encode()).decode("latin-1")
     target = f"{path}?{urlencode(plan.params)}" if plan.params else path
+    deadline = started + opts.timeout_ms / 1000
     try:
-        first = await upstream.request("POST", target, headers,
-                                       fast_json.dumps(plan.body))
+        first = await upstream.request("POST", target, headers, fast_json.dumps(plan.body),
+                                       timeout_s=max(deadline - time.perf_counter(), 0.001))
     except UPSTREAM_ERRORS as exc:
+        # Only the deadline bounds the exchange this tightly (the silence limit is minutes):
+        # a timeout is the deadline's unless a connect failed early on its own 2 s limit.
+        if isinstance(exc, asyncio.TimeoutError) and (
+                not failed_to_connect(exc) or time.perf_counter() >= deadline - 0.01):
+            return first_stage_timeout(opts.timeout_ms)
         return upstream_failure(exc, settings)
     t_first = time.perf_counter()
     if first.status != 200:

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gateway.request_body import is_unicode
+
 if TYPE_CHECKING:
     from gateway.limits import Limits
 
@@ -80,6 +82,11 @@ def incompatible_reason(params: Sequence[tuple[str, str]], body: Mapping[str, An
         return "filter_path is not supported with the lexrerank pipeline"
     if "search_after" in body or "pit" in body:
         return "search_after / point-in-time paging is not reranked"
+    stored = body.get("stored_fields")
+    if (stored == "_none_" or (isinstance(stored, list) and "_none_" in stored)
+            or any(k == "stored_fields" and "_none_" in v.split(",") for k, v in params)):
+        return ('stored_fields "_none_" drops the hits\' _id, which reranking needs: '
+                "leave it out (or name fields) to rerank")
     if "sort" in body and not _sorts_by_score(body["sort"]):
         return "requests sorted by a field are not reranked"
     for k, v in params:
@@ -207,6 +214,10 @@ def plan_search(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
         raise RequestError("ext.rerank.explain must be true or false")
     max_window = limits.max_window if limits is not None else MAX_WINDOW
     query_text = _query_text(options, body, params)
+    if query_text is not None and not is_unicode(query_text):
+        # Never sent to a worker: its tokenizer fails on it (a TypeError as the fallback).
+        raise RequestError("the query text has a lone UTF-16 surrogate: it is not Unicode "
+                           "text; send valid UTF-8")
     if limits is not None and query_text is not None and len(query_text) > limits.max_query_chars:
         raise RequestError(f"the query text has {len(query_text)} characters, more than "
                            f"{limits.max_query_chars}: shorten it "

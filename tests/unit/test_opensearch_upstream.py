@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -332,6 +333,17 @@ def test_credentials_in_the_url_are_the_gateways_own_and_never_printed() -> None
     assert b"authorization" not in seen[0].lower()
     token = base64.b64encode(b"admin:s:cret")  # the URL's escapes decoded
     assert b"\r\nauthorization: basic " + token.lower() + b"\r\n" in seen[1].lower()
+
+
+def test_the_503_and_504_reasons_never_show_the_urls_credentials() -> None:
+    from gateway.proxy import upstream_failure
+
+    settings = dataclasses.replace(get_settings(),
+                                   opensearch_url="https://admin:hunter2@os.example:9200")
+    for exc in (asyncio.TimeoutError(), aiohttp.ClientConnectionError("refused")):
+        reason = json.loads(upstream_failure(exc, settings).body)["error"]["reason"]
+        assert "hunter2" not in reason and "admin" not in reason
+        assert "https://***@os.example:9200" in reason
 
 
 def test_safe_url_drops_userinfo_only() -> None:
