@@ -191,3 +191,13 @@ def test_connections_past_the_limit_get_503(server) -> None:
     time.sleep(0.2)
     assert exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                     ).startswith(b"HTTP/1.1 200")
+
+
+def test_edge_limits_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lexrerank.config import get_settings
+
+    assert EdgeLimits.from_settings(get_settings()) == EdgeLimits()  # documented defaults
+    for name, value in (("HEADER_BYTES", "100"), ("HEADER_READ_MS", "200"),
+                        ("BODY_READ_MS", "300"), ("CONNECTIONS", "0")):
+        monkeypatch.setenv(f"LEXRERANK_MAX_{name}", value)
+    assert EdgeLimits.from_settings(get_settings()) == EdgeLimits(100, 200, 300, 0)
