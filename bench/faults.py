@@ -13,7 +13,14 @@ the gateway before, during and after each fault:
   :mod:`worker.fault_injection`), then normal again;
 - ``opensearch_stop``: stop the private OpenSearch node; start it again (503s expected);
 - ``reindex_kill``: kill a ``lexrerank reindex`` job and the embed worker mid-reindex, start
-  a worker, re-run the job, count the documents (``docs_lost``).
+  a worker, re-run the job, count the documents (``docs_lost``);
+- ``hostile_mix``: 4 clients mixing valid, invalid and hostile requests (oversized headers, a
+  lone surrogate, a huge integer, an unknown method, an abandoned and a slow body) for
+  ``hostile_s`` (60 s, 15 with ``--quick``): hung requests, unexpected 5xx, valid reranked
+  searches answered (:mod:`bench.hostile_mix`; its report has its own keys).
+
+Killed with SIGTERM or SIGINT, the run stops everything it started (private Redis, gateway,
+worker, OpenSearch node) before it exits (:func:`bench.services.stopped_on_signals`).
 
 Per fault: ``requests``, ``http_5xx``, ``no_answer`` (connection errors), ``fallbacks``,
 ``p95_ms`` (answers to requests sent while the fault lasted) and ``p95_after_ms`` (after
@@ -29,6 +36,7 @@ import dataclasses
 import re
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,11 +44,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import Sample, SteadyLoad, latency_stats, search_requests
-from bench.services import PrivateRedis, Services, query_texts, wait_until
+from bench.services import (
+    PrivateRedis,
+    Services,
+    query_texts,
+    stopped_on_signals,
+    wait_until,
+)
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 
-FAULTS = ("worker_kill", "redis_stop", "worker_slow", "opensearch_stop", "reindex_kill")
+FAULTS = ("worker_kill", "redis_stop", "worker_slow", "opensearch_stop", "reindex_kill",
+          "hostile_mix")
 CONCURRENCY = 4
 THINK_S = 0.05
 MARGIN_MS = 250
@@ -57,10 +72,11 @@ class Timing:
     fault_s: float
     post_s: float
     recovery_timeout_s: float = 120.0
+    hostile_s: float = 60.0  # the hostile_mix scenario's length
 
 
 FULL = Timing(pre_s=5, fault_s=10, post_s=10)
-QUICK = Timing(pre_s=2, fault_s=4, post_s=3)
+QUICK = Timing(pre_s=2, fault_s=4, post_s=3, hostile_s=15.0)
 
 
 def reranked_ok(sample: Sample) -> bool:
@@ -242,12 +258,68 @@ def opensearch_stop_fault(timing: Timing, model: str, deadline_ms: int, texts: l
         node.remove()
 
 
+# ---------------------------------------------------------------------------- hostile mix
+
+
+def _private_index(client: Any, name: str, model: str, articles: int) -> None:
+    """``name`` on the shared OpenSearch: the first ``articles`` COLIEE articles with the
+    vectors of ``model`` (each member of an ensemble)."""
+    from indexer.bulk_load import load_articles
+    from indexer.parsers import parse_corpus
+    from lexrerank.cli import embed_models
+
+    corpus = get_settings().data_dir / "coliee" / "civil_code_en-1to724-2.txt"
+    if not corpus.exists():
+        raise LexrerankError(f"COLIEE civil code not found at {corpus}: set LEXRERANK_DATA")
+    chosen = []
+    for article in parse_corpus(corpus):
+        chosen.append(article)
+        if len(chosen) == articles:
+            break
+    load_articles(client, name, lambda: iter(chosen), "en", show_progress=False)
+    client.indices.refresh(index=name)
+    embed_models(client, name, model, show_progress=False)
+
+
+def hostile_mix(timing: Timing, model: str, deadline_ms: int, texts: list[str],
+                logs: Path) -> dict[str, Any]:
+    """The ``hostile_mix`` scenario on a private Redis, gateway and worker, over a private
+    index of its own on the shared OpenSearch (deleted at the end); an abandoned ``PUT``
+    must not create its probe index."""
+    from bench.hostile_mix import run_mix, summarize_mix
+    from lexrerank.opensearch_client import opensearch_client
+
+    tag = uuid.uuid4().hex[:8]
+    index, probe = f"hostile-mix-{tag}", f"hostile-probe-{tag}"
+    client = opensearch_client(get_settings())
+    redis = PrivateRedis(logs)
+    services = Services(model, index, logs, prefix="faults-hostile", env={
+        "REDIS_URL": redis.url, "LEXRERANK_RERANK_TIMEOUT_MS": str(deadline_ms)})
+    try:
+        _private_index(client, index, model, PRIVATE_ARTICLES)
+        redis.start()
+        services.start()
+        wait_ok(services.url, index, texts, deadline_ms, logs / "worker.log")
+        port = int(services.url.rsplit(":", 1)[1])
+        outcomes, _ = run_mix(port, index, texts, deadline_ms, timing.hostile_s, probe)
+        wait_ok(services.url, index, texts, deadline_ms, logs / "worker.log")  # still healthy
+        applied = bool(client.indices.exists(index=probe))
+        return {**summarize_mix(outcomes, deadline_ms, timing.hostile_s, applied),
+                "index": f"{index} ({PRIVATE_ARTICLES} articles)"}
+    finally:
+        services.stop()
+        redis.stop()
+        client.indices.delete(index=f"{index},{probe}", ignore_unavailable=True)
+
+
 # ---------------------------------------------------------------------------- entry point
 
 
 def run(quick: bool = False, faults: tuple[str, ...] = FAULTS, model: str = "paraformer",
-        index: str | None = None, timeout_ms: int | None = None) -> dict[str, Any]:
-    """``{"faults": [...]}``, one report per fault in ``faults`` (see the module doc)."""
+        index: str | None = None, timeout_ms: int | None = None,
+        hostile_s: float | None = None) -> dict[str, Any]:
+    """``{"faults": [...]}``, one report per fault in ``faults`` (see the module doc);
+    ``hostile_s`` overrides the hostile_mix scenario's length."""
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise LexrerankError(f"unknown fault(s) {sorted(unknown)}: choose from {FAULTS}")
@@ -255,7 +327,18 @@ def run(quick: bool = False, faults: tuple[str, ...] = FAULTS, model: str = "par
     index = index or settings.index
     deadline_ms = timeout_ms or settings.rerank_timeout_ms
     timing = QUICK if quick else FULL
+    if hostile_s is not None:
+        timing = dataclasses.replace(timing, hostile_s=hostile_s)
     texts = query_texts(QUERIES)
+    with stopped_on_signals():
+        reports = _run_faults(faults, timing, model, index, deadline_ms, texts, quick)
+    return {"suite": "faults", "quick": quick, "model": model, "index": index,
+            "concurrency": CONCURRENCY, "think_s": THINK_S, "margin_ms": MARGIN_MS,
+            "timing": dataclasses.asdict(timing), "faults": reports}
+
+
+def _run_faults(faults: tuple[str, ...], timing: Timing, model: str, index: str,
+                deadline_ms: int, texts: list[str], quick: bool) -> list[dict[str, Any]]:
     reports: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lexrerank-faults-") as tmp:
         logs = Path(tmp)
@@ -270,6 +353,6 @@ def run(quick: bool = False, faults: tuple[str, ...] = FAULTS, model: str = "par
 
             reports.append(reindex_kill(timing, model, index, deadline_ms, texts, logs,
                                         articles=QUICK_REINDEX_ARTICLES if quick else None))
-    return {"suite": "faults", "quick": quick, "model": model, "index": index,
-            "concurrency": CONCURRENCY, "think_s": THINK_S, "margin_ms": MARGIN_MS,
-            "timing": dataclasses.asdict(timing), "faults": reports}
+        if "hostile_mix" in faults:
+            reports.append(hostile_mix(timing, model, deadline_ms, texts, logs))
+    return reports

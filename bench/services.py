@@ -7,6 +7,7 @@ benchmark never takes tasks from the shared stack or a parallel test run.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -14,9 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,10 +56,65 @@ def wait_until(check: Callable[[], bool], proc: subprocess.Popen | None, what: s
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start ``args`` in its own session (so its children can be signalled with it)."""
+    """Start ``args`` in its own session (so its children can be signalled with it).
+
+    Every process started here is also stopped when this one exits (:func:`stop_started`,
+    run by ``atexit``), whatever the exit: a benchmark killed with SIGTERM or SIGINT inside
+    :func:`stopped_on_signals` leaves nothing running.
+    """
     with open(log, "ab") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+    _STARTED.append(proc)
+    return proc
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+def stop_started() -> None:
+    """SIGTERM (then SIGKILL) the process group of every :func:`spawn`-ed process still up."""
+    while _STARTED:
+        signal_group(_STARTED.pop(), signal.SIGTERM, 10)
+
+
+atexit.register(stop_started)
+
+
+class Stopped(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT inside :func:`stopped_on_signals`: a
+    ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` does not swallow it
+    and every ``finally`` on the way out stops what it started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stopped_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise :class:`Stopped` inside the block (main thread only), so its
+    ``finally`` clauses stop what it started; a second signal meanwhile is ignored, so the
+    clean-up finishes. Then the process exits with 128 + the signal's number, as if killed
+    by it (``SystemExit``: ``atexit`` still runs). Handlers are restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)  # the clean-up must not be cut short
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except Stopped as exc:
+        print(f"{exc}: stopped what it started", file=sys.stderr)
+        raise SystemExit(128 + exc.signum) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def signal_group(proc: subprocess.Popen | None, sig: int = signal.SIGKILL,
