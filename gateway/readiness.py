@@ -23,7 +23,7 @@ from celery import states
 from prometheus_client import Gauge
 
 from gateway.metrics import RECENT
-from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
+from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream, safe_url
 from gateway.rerank_client import RerankClient
 from lexrerank.config import Settings
 from worker.celery_app import PING_TASK
@@ -44,10 +44,10 @@ async def check_opensearch(upstream: OpenSearchUpstream, settings: Settings
     try:
         resp = await upstream.root(OPENSEARCH_TIMEOUT_S)
     except UPSTREAM_ERRORS as exc:
-        return {"ok": False, "detail": f"{settings.opensearch_url} unreachable: "
+        return {"ok": False, "detail": f"{safe_url(settings.opensearch_url)} unreachable: "
                                        f"{type(exc).__name__}: {exc}"}
     if resp.status != 200:
-        return {"ok": False, "detail": f"{settings.opensearch_url} answered HTTP "
+        return {"ok": False, "detail": f"{safe_url(settings.opensearch_url)} answered HTTP "
                                        f"{resp.status}"}
     try:
         info = json.loads(resp.body)

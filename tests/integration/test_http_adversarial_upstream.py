@@ -300,7 +300,9 @@ def test_credentials_in_the_opensearch_url_are_never_printed(silent_upstream: St
                                       b"GET /x/_search HTTP/1.1\r\nHost: x\r\n\r\n")
     health = httpx.get(f"{silent_upstream.url}/_lexrerank/health", timeout=RAW_TIMEOUT_S)
     assert health.json()["opensearch_url"].startswith("http://***@127.0.0.1:")
-    for printed in (timeout_body.decode(), health.text,
+    ready = httpx.get(f"{silent_upstream.url}/_lexrerank/readyz", timeout=RAW_TIMEOUT_S)
+    assert ready.status_code == 503 and "***@127.0.0.1" in ready.text
+    for printed in (timeout_body.decode(), health.text, ready.text,
                     silent_upstream.gateway.log.read_text(errors="replace")):
         assert password not in printed and "admin" not in printed
 
