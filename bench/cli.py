@@ -116,21 +116,24 @@ def faults(
     = False,
     only: Annotated[str | None, typer.Option(
         "--only", help="Comma list: worker_kill, redis_stop, worker_slow, opensearch_stop, "
-                       "reindex_kill (default: all).")] = None,
+                       "reindex_kill, hostile_mix (default: all).")] = None,
     model: ModelOpt = "default", index_name: IndexOpt = None,
     timeout_ms: Annotated[int | None, typer.Option(
         min=1, help="Rerank deadline (default: LEXRERANK_RERANK_TIMEOUT_MS).")] = None,
+    hostile_seconds: Annotated[float | None, typer.Option(
+        min=1, help="Length of hostile_mix (default: 60 s, 15 s with --quick).")] = None,
 ) -> None:
     """Faults under a steady load: 5xx, fallbacks, p95, recovery, documents lost.
 
     Worker kill, Redis stop, slow worker, OpenSearch stop and reindex kill, each against
-    private processes behind a private gateway.
+    private processes behind a private gateway; hostile_mix: 4 clients mixing valid, invalid
+    and hostile requests (hung requests, unexpected 5xx).
     """
     from bench import faults as suite
 
     chosen = tuple(f.strip() for f in only.split(",") if f.strip()) if only else suite.FAULTS
     report("faults", suite.run(quick=quick, faults=chosen, model=model, index=index_name,
-                               timeout_ms=timeout_ms), as_json)
+                               timeout_ms=timeout_ms, hostile_s=hostile_seconds), as_json)
 
 
 @bench_app.command()

@@ -258,7 +258,7 @@ def run(articles: int = 100_000, model: str = "paraformer", chunk_size: int = 20
     if not keep_index:
         for name in versioned_indexes(client, alias).values():
             client.indices.delete(index=name)
-        from redis import Redis
+        from lexrerank.redis_tls import redis_client
 
-        Redis.from_url(get_settings().redis_url).delete(progress_key(alias))
+        redis_client(get_settings()).delete(progress_key(alias))
     return result

@@ -24,6 +24,7 @@ from typing import Any
 from bench.services import PrivateRedis, Services, signal_group, spawn, wait_until
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
+from lexrerank.redis_tls import redis_client
 
 CHUNK_SIZE = 16
 RERUN_TIMEOUT_S = 1800
@@ -56,8 +57,6 @@ def reindex_kill(timing: Any, model: str, index: str, deadline_ms: int, texts: l
                  logs: Path, articles: int | None = None) -> dict[str, Any]:
     """Run the fault (``timing``: :class:`bench.faults.Timing`) and report it; ``articles``
     limits the corpus to the civil code's first articles (None: all of it)."""
-    import redis as redis_lib
-
     from bench.faults import inject_under_load, wait_ok
     from bench.loadgen import search_requests
     from indexer.parsers import parse_corpus
@@ -92,7 +91,7 @@ def reindex_kill(timing: Any, model: str, index: str, deadline_ms: int, texts: l
                       "--corpus", str(corpus), "--model", model, "--chunk-size",
                       str(CHUNK_SIZE), "--json"], services.env, logs / "reindex.log")
 
-    progress_redis = redis_lib.Redis.from_url(redis.url)
+    progress_redis = redis_client(get_settings(), redis.url)
     at_kill: dict[str, Any] = {}
     rerun: dict[str, Any] = {}
     try:

@@ -45,7 +45,7 @@ from gateway.limits import (
     too_large,
 )
 from gateway.metrics import MetricsMiddleware
-from gateway.opensearch_upstream import OpenSearchUpstream, safe_url
+from gateway.opensearch_upstream import OpenSearchUpstream
 from gateway.ops import add_ops_routes
 from gateway.pages import add_pages
 from gateway.proxy import client_gone, opensearch_error, proxy, proxy_asgi, read_body
@@ -59,7 +59,7 @@ from gateway.rerank_request import (
     names_pipeline,
     plan_search,
 )
-from lexrerank.config import Settings, get_settings
+from lexrerank.config import Settings, get_settings, safe_url
 
 # The methods OpenSearch serves (TRACE and CONNECT it refuses; WebDAV's it drops unanswered).
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]

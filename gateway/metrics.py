@@ -110,9 +110,9 @@ def route_kind(path: str) -> str:
     """The route kind of a request path (a label value from a small fixed set)."""
     if path.endswith("/_search"):
         return "search"
-    if path in ("/healthz", "/readyz", "/_lexrerank/health"):
+    if path in ("/_lexrerank/healthz", "/_lexrerank/readyz", "/_lexrerank/health"):
         return "health"
-    if path == "/metrics":
+    if path == "/_lexrerank/metrics":
         return "metrics"
     if path == "/_lexrerank/ops":
         return "ops"

@@ -45,13 +45,13 @@ import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from lexrerank.config import Settings
+from lexrerank.config import Settings, safe_url
 
 CONNECT_TIMEOUT_S = 2.0
 POOL_SIZE = 256
@@ -64,18 +64,6 @@ STREAM_CHUNK = 1 << 16
 # Bytes that go into a request target as they are; anything else (non-ASCII, controls,
 # spaces) is percent-encoded byte by byte, which OpenSearch decodes to the same path.
 _TARGET_SAFE = frozenset(range(0x21, 0x7F))
-
-
-def safe_url(url: str) -> str:
-    """``url`` without the user name and password it may embed (for messages and logs)."""
-    try:
-        parts: SplitResult = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"***@{host}").geturl()
 
 
 def failed_to_connect(exc: BaseException) -> bool:

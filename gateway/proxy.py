@@ -27,9 +27,8 @@ from gateway.opensearch_upstream import (
     UPSTREAM_ERRORS,
     OpenSearchUpstream,
     failed_to_connect,
-    safe_url,
 )
-from lexrerank.config import Settings
+from lexrerank.config import Settings, safe_url
 
 # RFC 9110 hop-by-hop headers, plus ones the HTTP layers on each side set themselves
 # ("expect": uvicorn answers 100-continue to the client; upstream, the body goes at once).

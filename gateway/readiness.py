@@ -23,9 +23,9 @@ from celery import states
 from prometheus_client import Gauge
 
 from gateway.metrics import RECENT
-from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream, safe_url
+from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
 from gateway.rerank_client import RerankClient
-from lexrerank.config import Settings
+from lexrerank.config import Settings, safe_url
 from worker.celery_app import PING_TASK
 
 CACHE_S = 5.0

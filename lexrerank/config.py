@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lexrerank.errors import LexrerankError
 
@@ -20,6 +21,18 @@ OPENSEARCH_VERSION = "2.19.6"
 # "*" is a prefix; everything under /_lexrerank/ is the gateway's own, never proxied.
 DEFAULT_AUTH_EXEMPT_PATHS = ("/_lexrerank/healthz", "/_lexrerank/readyz", "/_lexrerank/health",
                              "/_lexrerank/metrics", "/_lexrerank/ui*")
+
+
+def safe_url(url: str) -> str:
+    """``url`` without the user name and password it may embed (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
 
 
 def _env_bool(name: str, default: bool) -> bool:

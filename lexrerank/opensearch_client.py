@@ -8,7 +8,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import ConnectionTimeout
 
-from lexrerank.config import Settings, get_settings
+from lexrerank.config import Settings, get_settings, safe_url
 from lexrerank.errors import LexrerankError
 
 
@@ -32,9 +32,9 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 def unreachable_message(settings: Settings) -> str:
     if settings.opensearch_is_local:
-        return (f"OpenSearch is not reachable at {settings.opensearch_url}: "
+        return (f"OpenSearch is not reachable at {safe_url(settings.opensearch_url)}: "
                 "start the local stack with `lexrerank up` (or `make up`)")
-    return (f"OpenSearch is not reachable at {settings.opensearch_url} (OPENSEARCH_URL): "
+    return (f"OpenSearch is not reachable at {safe_url(settings.opensearch_url)} (OPENSEARCH_URL): "
             "check the URL, credentials and that the cluster is up")
 
 

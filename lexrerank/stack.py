@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lexrerank.config import OPENSEARCH_VERSION, Settings, get_settings
+from lexrerank.config import OPENSEARCH_VERSION, Settings, get_settings, safe_url
 from lexrerank.errors import LexrerankError
 
 MAVEN = "https://repo1.maven.org/maven2"
@@ -240,17 +240,19 @@ def start_opensearch(settings: Settings) -> str:
 # ---------------------------------------------------------------------------- Redis
 
 
-def _redis_ready(url: str) -> bool:
+def _redis_ready(settings: Settings) -> bool:
     import redis
 
+    from lexrerank.redis_tls import redis_client
+
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+        return bool(redis_client(settings, socket_connect_timeout=1).ping())
     except (redis.RedisError, OSError):
         return False
 
 
 def start_redis(settings: Settings) -> str:
-    if _redis_ready(settings.redis_url):
+    if _redis_ready(settings):
         return "already running"
     server = shutil.which("redis-server")
     if not server:
@@ -265,7 +267,7 @@ def start_redis(settings: Settings) -> str:
          "--dir", str(run)],
         check=True,
     )
-    _wait(lambda: _redis_ready(settings.redis_url), "Redis", log, 30)
+    _wait(lambda: _redis_ready(settings), "Redis", log, 30)
     return "started"
 
 
@@ -360,9 +362,9 @@ def up(settings: Settings | None = None, serve: bool = False) -> dict[str, str]:
     settings = settings or get_settings()
     result = {}
     result["opensearch"] = (start_opensearch(settings) if settings.opensearch_is_local
-                            else f"external ({settings.opensearch_url}), not started")
+                            else f"external ({safe_url(settings.opensearch_url)}), not started")
     result["redis"] = (start_redis(settings) if settings.redis_is_local
-                       else f"external ({settings.redis_url}), not started")
+                       else f"external ({safe_url(settings.redis_url)}), not started")
     if serve:
         result["worker"] = start_worker(settings)
         result["gateway"] = start_gateway(settings)
@@ -388,13 +390,13 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
     os_detail = "running" if _opensearch_ready(settings.opensearch_url) else "not reachable"
     if settings.opensearch_is_local and not (home / ".lexrerank-installed").exists():
         os_detail += f"; not installed in {home} (run `lexrerank up`)"
-    redis_detail = "running" if _redis_ready(settings.redis_url) else "not reachable"
+    redis_detail = "running" if _redis_ready(settings) else "not reachable"
     if settings.redis_is_local and not shutil.which("redis-server"):
         redis_detail += "; redis-server missing (run `make setup`)"
     return [
-        ServiceStatus("opensearch", settings.opensearch_url, os_detail == "running",
+        ServiceStatus("opensearch", safe_url(settings.opensearch_url), os_detail == "running",
                       _pid_alive(run / "opensearch.pid") is not None, os_detail),
-        ServiceStatus("redis", settings.redis_url, redis_detail == "running",
+        ServiceStatus("redis", safe_url(settings.redis_url), redis_detail == "running",
                       _pid_alive(run / "redis.pid") is not None, redis_detail),
         _optional_status("worker", f"{worker_node_name()} on {settings.rerank_queue}",
                          run / "worker.pid",

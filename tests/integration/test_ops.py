@@ -8,6 +8,8 @@ queues and a private index. A second gateway on queues no worker consumes shows 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -203,7 +205,13 @@ def test_reranked_searches_move_the_gateway_metrics(ops_stack: Stack, ops_index:
 def test_fallbacks_are_counted_by_reason(ops_stack: Stack, ops_index: str) -> None:
     url = f"{ops_stack.url}/_lexrerank/metrics"
     before = scrape(url)
-    timed_out = rerank(ops_stack, ops_index, timeout_ms=1)
+    # A paused worker answers nothing before the deadline (1 ms no longer leaves the first
+    # stage time to answer: that is a 504 now). The task expires, so it never runs later.
+    os.kill(ops_stack.worker.proc.pid, signal.SIGSTOP)
+    try:
+        timed_out = rerank(ops_stack, ops_index, timeout_ms=500)
+    finally:
+        os.kill(ops_stack.worker.proc.pid, signal.SIGCONT)
     # The index holds no Attentive CNN vectors: the worker refuses, the gateway falls back.
     refused = rerank(ops_stack, ops_index, model="attentive-cnn")
     assert timed_out["ext"]["rerank"]["status"] == "fallback"

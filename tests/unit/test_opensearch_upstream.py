@@ -25,9 +25,8 @@ from gateway.opensearch_upstream import (
     OpenSearchUpstream,
     failed_to_connect,
     request_url,
-    safe_url,
 )
-from lexrerank.config import get_settings
+from lexrerank.config import get_settings, safe_url
 
 # (request head + body as received, its connection) -> what to do with the connection
 Script = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]

@@ -142,8 +142,10 @@ def test_recent_summary_percentiles_and_window() -> None:
 
 
 def test_route_kinds_are_a_small_fixed_set() -> None:
-    cases = {"/statutes/_search": "search", "/_search": "search", "/healthz": "health",
-             "/readyz": "health", "/_lexrerank/health": "health", "/metrics": "metrics",
+    cases = {"/statutes/_search": "search", "/_search": "search",
+             "/_lexrerank/healthz": "health", "/_lexrerank/readyz": "health",
+             "/_lexrerank/health": "health", "/_lexrerank/metrics": "metrics",
+             "/healthz": "proxy", "/metrics": "proxy",  # OpenSearch's (an index's) paths
              "/_lexrerank/ops": "ops", "/_lexrerank/ui/": "pages", "/statutes/_doc/1": "proxy",
              "/": "proxy"}
     for path, kind in cases.items():

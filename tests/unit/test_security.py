@@ -87,3 +87,19 @@ def test_bad_cert_reqs_is_a_clear_error() -> None:
     settings = replace(get_settings(), redis_url="rediss://r:6380/0", redis_ssl_cert_reqs="yes")
     with pytest.raises(LexrerankError, match="LEXRERANK_REDIS_SSL_CERT_REQS"):
         redis_client_ssl_kwargs(settings)
+
+
+def test_operator_messages_never_print_credentials_embedded_in_urls(monkeypatch) -> None:
+    from lexrerank import stack
+    from lexrerank.opensearch_client import unreachable_message
+
+    monkeypatch.setenv("OPENSEARCH_URL", "https://admin:s3cret@search.example:9200")
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@cache.example:6379/0")
+    settings = get_settings()
+    assert "s3cret" not in unreachable_message(settings)
+    assert "***@search.example:9200" in unreachable_message(settings)
+    monkeypatch.setattr(stack, "_opensearch_ready", lambda url: False)
+    monkeypatch.setattr(stack, "_redis_ready", lambda settings: False)
+    shown = " ".join(f"{s.name} {s.url} {s.detail}" for s in stack.status(settings))
+    assert "s3cret" not in shown and "hunter2" not in shown
+    assert "***@cache.example:6379" in shown
