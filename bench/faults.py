@@ -204,24 +204,31 @@ def rerank_side_faults(names: list[str], timing: Timing, model: str, index: str,
 # ---------------------------------------------------------------------------- OpenSearch
 
 
+def first_coliee_articles(articles: int | None) -> list:
+    """The English COLIEE civil code's first ``articles`` articles (None: all of them)."""
+    from indexer.parsers import parse_corpus
+
+    corpus = get_settings().data_dir / "coliee" / "civil_code_en-1to724-2.txt"
+    if not corpus.exists():
+        raise LexrerankError(f"COLIEE civil code not found at {corpus}: set LEXRERANK_DATA")
+    chosen = []
+    for article in parse_corpus(corpus):
+        if articles is not None and len(chosen) == articles:
+            break
+        chosen.append(article)
+    return chosen
+
+
 def _index_private(url: str, index: str, model_name: str, articles: int) -> int:
     """Load the first ``articles`` COLIEE articles into ``index`` at ``url``, with vectors."""
     from indexer.article_vectors import embed_index
     from indexer.bulk_load import load_articles
-    from indexer.parsers import parse_corpus
     from lexrerank.opensearch_client import opensearch_client
     from reranker.checkpoint import load_reranker
     from reranker.registry import checkpoint_path
 
     settings = dataclasses.replace(get_settings(), opensearch_url=url)
-    corpus = settings.data_dir / "coliee" / "civil_code_en-1to724-2.txt"
-    if not corpus.exists():
-        raise LexrerankError(f"COLIEE civil code not found at {corpus}: set LEXRERANK_DATA")
-    chosen = []
-    for article in parse_corpus(corpus):
-        chosen.append(article)
-        if len(chosen) == articles:
-            break
+    chosen = first_coliee_articles(articles)
     client = opensearch_client(settings)
     load_articles(client, index, lambda: iter(chosen), "en", show_progress=False)
     client.indices.refresh(index=index)
@@ -265,17 +272,9 @@ def _private_index(client: Any, name: str, model: str, articles: int) -> None:
     """``name`` on the shared OpenSearch: the first ``articles`` COLIEE articles with the
     vectors of ``model`` (each member of an ensemble)."""
     from indexer.bulk_load import load_articles
-    from indexer.parsers import parse_corpus
     from lexrerank.cli import embed_models
 
-    corpus = get_settings().data_dir / "coliee" / "civil_code_en-1to724-2.txt"
-    if not corpus.exists():
-        raise LexrerankError(f"COLIEE civil code not found at {corpus}: set LEXRERANK_DATA")
-    chosen = []
-    for article in parse_corpus(corpus):
-        chosen.append(article)
-        if len(chosen) == articles:
-            break
+    chosen = first_coliee_articles(articles)
     load_articles(client, name, lambda: iter(chosen), "en", show_progress=False)
     client.indices.refresh(index=name)
     embed_models(client, name, model, show_progress=False)
