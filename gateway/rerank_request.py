@@ -188,8 +188,10 @@ def plan_search(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
     length and the model names; without it only the built-in ranges apply.
     Raises :class:`RequestError`.
     """
-    ext = body.get("ext")
-    options = ext.get("rerank", {}) if isinstance(ext, Mapping) else {}
+    ext = body.get("ext", {})
+    if not isinstance(ext, Mapping):
+        raise RequestError("ext must be an object")
+    options = ext.get("rerank", {})
     if not isinstance(options, Mapping):
         raise RequestError("ext.rerank must be an object")
     unknown = set(options) - RERANK_KEYS

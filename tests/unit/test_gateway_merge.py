@@ -107,6 +107,13 @@ def test_bad_options_are_request_errors(options: dict[str, Any]) -> None:
         plan_search([], {"query": {"match": {"c": "q"}}, "ext": {"rerank": options}}, "m", 1)
 
 
+@pytest.mark.parametrize("ext", [1, "rerank", [{"rerank": {}}], None])
+def test_an_ext_that_is_not_an_object_is_a_request_error(ext: Any) -> None:
+    # Found by the fuzz test: {"ext": 1} went upstream as it was.
+    with pytest.raises(RequestError, match="ext must be an object"):
+        plan_search([], {"query": {"match": {"c": "q"}}, "ext": ext}, "m", 1)
+
+
 def test_query_text_sources() -> None:
     body = {"query": {"bool": {"must": [{"match": {"c": {"query": "deep"}}}]}}}
     assert resolve_path(body, "query.bool.must.0.match.c.query") == "deep"
