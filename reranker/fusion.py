@@ -158,9 +158,9 @@ def equal_weights(dev: Sequence[SignalWindow], names: Sequence[str]
     """Equal weights of ``names`` (CombSUM of the min-max normalised signals); only the
     cut-off is tuned on ``dev``, for macro F2.
 
-    The robust alternative to :func:`tune_weights`: one year of ~100 dev queries does not pin
-    four weights down (the weights tuned on adjacent COLIEE years differed by up to 0.6), so
-    a fixed prior with one tuned setting carries over to unseen years better.
+    The alternative to :func:`tune_weights` when one dev set does not pin the weights down:
+    the Japanese weights tuned on adjacent COLIEE years differed by up to 0.6, and there equal
+    weights carried over to the test years better; on ALQAC they did not (README).
     """
     if not dev:
         raise ValueError("no dev queries to tune on")
