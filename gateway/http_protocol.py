@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
@@ -43,24 +42,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from lexrerank.config import Settings, get_settings
-
-
-@dataclass(frozen=True)
-class EdgeLimits:
-    """The HTTP edge's limits (0 disables one)."""
-
-    max_header_bytes: int = 16_384
-    max_header_read_ms: int = 10_000
-    max_body_read_ms: int = 60_000
-    max_connections: int = 1000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EdgeLimits:
-        return cls(max_header_bytes=settings.max_header_bytes,
-                   max_header_read_ms=settings.max_header_read_ms,
-                   max_body_read_ms=settings.max_body_read_ms,
-                   max_connections=settings.max_connections)
+from gateway.limits import Limits
+from lexrerank.config import get_settings
 
 
 def error_body(status: int, error_type: str, reason: str) -> bytes:
@@ -88,12 +71,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     come from :meth:`limits` (the environment, read once; tests set :attr:`edge_limits`).
     """
 
-    edge_limits: ClassVar[EdgeLimits | None] = None
+    edge_limits: ClassVar[Limits | None] = None
 
     @classmethod
-    def limits(cls) -> EdgeLimits:
+    def limits(cls) -> Limits:
         if cls.edge_limits is None:
-            cls.edge_limits = EdgeLimits.from_settings(get_settings())
+            cls.edge_limits = Limits.from_settings(get_settings())
         return cls.edge_limits
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],

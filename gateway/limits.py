@@ -50,6 +50,11 @@ class Limits:
     max_result_window: int = 10_000  # from + size, as OpenSearch's index.max_result_window
     max_window: int = 1000
     max_timeout_ms: int = 60_000
+    # The HTTP edge (gateway.http_protocol; 0 disables one).
+    max_header_bytes: int = 16_384
+    max_header_read_ms: int = 10_000
+    max_body_read_ms: int = 60_000
+    max_connections: int = 1000
     models: frozenset[str] = frozenset(SHIPPED_MODELS)
 
     @classmethod
@@ -63,6 +68,10 @@ class Limits:
                    max_result_window=settings.max_result_window,
                    max_window=settings.max_window,
                    max_timeout_ms=settings.max_timeout_ms,
+                   max_header_bytes=settings.max_header_bytes,
+                   max_header_read_ms=settings.max_header_read_ms,
+                   max_body_read_ms=settings.max_body_read_ms,
+                   max_connections=settings.max_connections,
                    models=frozenset((*SHIPPED_MODELS, "default", settings.default_model,
                                      *settings.extra_models)))
 

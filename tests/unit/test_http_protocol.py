@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.http_protocol import EdgeLimits, GatewayHttpProtocol
+from gateway.http_protocol import GatewayHttpProtocol
+from gateway.limits import Limits
 
-LIMITS = EdgeLimits(max_header_bytes=4096, max_header_read_ms=600, max_body_read_ms=600,
-                    max_connections=4)
+LIMITS = Limits(max_header_bytes=4096, max_header_read_ms=600, max_body_read_ms=600,
+                max_connections=4)
 
 
 class Recorder:
@@ -196,8 +197,12 @@ def test_connections_past_the_limit_get_503(server) -> None:
 def test_edge_limits_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from lexrerank.config import get_settings
 
-    assert EdgeLimits.from_settings(get_settings()) == EdgeLimits()  # documented defaults
+    def edge(limits: Limits) -> tuple[int, int, int, int]:
+        return (limits.max_header_bytes, limits.max_header_read_ms, limits.max_body_read_ms,
+                limits.max_connections)
+
+    assert edge(Limits.from_settings(get_settings())) == edge(Limits())  # documented defaults
     for name, value in (("HEADER_BYTES", "100"), ("HEADER_READ_MS", "200"),
                         ("BODY_READ_MS", "300"), ("CONNECTIONS", "0")):
         monkeypatch.setenv(f"LEXRERANK_MAX_{name}", value)
-    assert EdgeLimits.from_settings(get_settings()) == EdgeLimits(100, 200, 300, 0)
+    assert edge(Limits.from_settings(get_settings())) == (100, 200, 300, 0)
