@@ -32,46 +32,47 @@ from gateway.request_body import (
     has_lone_surrogate,
     may_hold_surrogates,
 )
-from lexrerank.config import Settings
+from lexrerank.config import Settings, default_of
 
 # The shipped reranker names (``reranker.registry.MODEL_NAMES``; importing ``reranker`` here
 # would pull torch into the gateway; a unit test keeps the two equal).
 SHIPPED_MODELS = ("ensemble", "paraformer", "attentive-cnn", "dense")
 
 
+#: The settings (``lexrerank.config``) a :class:`Limits` carries, with the same names.
+LIMIT_SETTINGS = ("max_body_bytes", "max_proxy_body_bytes", "max_json_depth", "max_query_chars",
+                  "max_result_window", "max_window", "max_timeout_ms", "max_header_bytes",
+                  "max_header_read_ms", "max_body_read_ms", "max_connections")
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The gateway's input limits (build with :meth:`from_settings`)."""
+    """The gateway's input limits (build with :meth:`from_settings`).
 
-    max_body_bytes: int = 1_048_576
-    max_proxy_body_bytes: int = 104_857_600
-    max_json_depth: int = 64
-    max_query_chars: int = 10_000
-    max_result_window: int = 10_000  # from + size, as OpenSearch's index.max_result_window
-    max_window: int = 1000
-    max_timeout_ms: int = 60_000
-    # The HTTP edge (gateway.http_protocol; 0 disables one).
-    max_header_bytes: int = 16_384
-    max_header_read_ms: int = 10_000
-    max_body_read_ms: int = 60_000
-    max_connections: int = 1000
+    Each limit is the setting of the same name; its default and documentation are declared
+    once, in :class:`lexrerank.config.Settings` (``LEXRERANK_MAX_*``). The HTTP edge's limits
+    (``max_header_*``, ``max_body_read_ms``, ``max_connections``; :mod:`gateway.http_protocol`)
+    are disabled by 0.
+    """
+
+    max_body_bytes: int = default_of("max_body_bytes")
+    max_proxy_body_bytes: int = default_of("max_proxy_body_bytes")
+    max_json_depth: int = default_of("max_json_depth")
+    max_query_chars: int = default_of("max_query_chars")
+    max_result_window: int = default_of("max_result_window")
+    max_window: int = default_of("max_window")
+    max_timeout_ms: int = default_of("max_timeout_ms")
+    max_header_bytes: int = default_of("max_header_bytes")
+    max_header_read_ms: int = default_of("max_header_read_ms")
+    max_body_read_ms: int = default_of("max_body_read_ms")
+    max_connections: int = default_of("max_connections")
     models: frozenset[str] = frozenset(SHIPPED_MODELS)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         """The limits configured in ``settings``; the models are the shipped ones plus
         ``LEXRERANK_MODEL`` and ``LEXRERANK_MODELS`` (what the workers agree to load)."""
-        return cls(max_body_bytes=settings.max_body_bytes,
-                   max_proxy_body_bytes=settings.max_proxy_body_bytes,
-                   max_json_depth=settings.max_json_depth,
-                   max_query_chars=settings.max_query_chars,
-                   max_result_window=settings.max_result_window,
-                   max_window=settings.max_window,
-                   max_timeout_ms=settings.max_timeout_ms,
-                   max_header_bytes=settings.max_header_bytes,
-                   max_header_read_ms=settings.max_header_read_ms,
-                   max_body_read_ms=settings.max_body_read_ms,
-                   max_connections=settings.max_connections,
+        return cls(**{name: getattr(settings, name) for name in LIMIT_SETTINGS},
                    models=frozenset((*SHIPPED_MODELS, "default", settings.default_model,
                                      *settings.extra_models)))
 

@@ -36,21 +36,10 @@ HEALTH_PATHS = {"/_lexrerank/healthz", "/_lexrerank/readyz", "/_lexrerank/health
 
 
 def code_env_names() -> set[str]:
-    """Environment variables the code reads (os.environ, _env_* helpers, *_ENV constants)."""
-    names: set[str] = set()
-    reads = (re.compile(r'environ(?:\.get)?\s*[(\[]\s*"([A-Z][A-Z0-9_]*)"'),
-             re.compile(r'getenv\(\s*"([A-Z][A-Z0-9_]*)"'),
-             re.compile(r'_env_\w+\(\s*"([A-Z][A-Z0-9_]*)"'))
-    constant = re.compile(r'^\s*[A-Z_]*ENV\b[^=]*=\s*(.+)$')
-    for folder in CODE_DIRS:
-        for path in (REPO / folder).rglob("*.py"):
-            for line in path.read_text().splitlines():
-                for pattern in reads:
-                    names.update(pattern.findall(line))
-                match = constant.match(line)
-                if match:
-                    names.update(re.findall(r'"([A-Z][A-Z0-9_]+)"', match.group(1)))
-    return names
+    """Environment variables the code reads: every declared setting (lexrerank/config.py)."""
+    from lexrerank.config import declarations
+
+    return {declared.env for _, declared in declarations()} | {"LEXRERANK_API_KEYS_FILE"}
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
