@@ -102,6 +102,7 @@ def summarize(fault: str, samples: list[Sample], t_fault: float, t_end: float,
         "fallbacks": len(fallbacks),
         "fallback_reasons": dict(Counter(re.sub(r"\d+", "N", s.reason or "")
                                          for s in fallbacks)),
+        "fallback_reason_codes": dict(Counter(s.reason_code or "none" for s in fallbacks)),
         "p95_ms": latency_stats(during)["p95_ms"],
         "p95_after_ms": latency_stats(after)["p95_ms"],
         "max_ms": latency_stats(samples)["max_ms"],

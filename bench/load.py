@@ -45,6 +45,8 @@ def _phase(requests: list, concurrency: int) -> dict[str, Any]:
         # Grouped by kind: the milliseconds in a reason make every one unique.
         stats["fallback_reasons"] = dict(Counter(re.sub(r"\d+", "N", s.reason or "")
                                                  for s in fallbacks))
+        stats["fallback_reason_codes"] = dict(Counter(s.reason_code or "none"
+                                                      for s in fallbacks))
     return stats
 
 

@@ -37,6 +37,7 @@ class Sample:
     status: int  # HTTP status; 0 = no answer (connection refused/reset, client timeout)
     rerank: str | None  # ext.rerank.status of a 200 on the reranked path
     reason: str | None = None
+    reason_code: str | None = None  # ext.rerank.reason_code (worker/protocol.py ReasonCode)
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,16 @@ async def _send(http: httpx.AsyncClient, req: SearchRequest) -> Sample:
     except httpx.HTTPError as exc:
         return Sample(at, (time.perf_counter() - start) * 1000, 0, None, type(exc).__name__)
     ms = (time.perf_counter() - start) * 1000
-    rerank = reason = None
+    rerank = reason = code = None
     if resp.status_code == 200 and req.params.get("search_pipeline"):
         try:
             info = resp.json().get("ext", {}).get("rerank", {})
-            rerank, reason = info.get("status"), info.get("reason")
+            rerank, reason, code = info.get("status"), info.get("reason"), info.get("reason_code")
         except ValueError:
             rerank = "invalid-json"
     elif resp.status_code != 200:
         reason = content[:200].decode(errors="replace")
-    return Sample(at, ms, resp.status_code, rerank, reason)
+    return Sample(at, ms, resp.status_code, rerank, reason, code)
 
 
 async def _drive(requests: Iterator[SearchRequest], concurrency: int, think_s: float,

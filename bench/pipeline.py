@@ -125,6 +125,8 @@ def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, rerank
     # Reasons grouped by kind (the milliseconds in them made every one unique).
     reasons = Counter(re.sub(r"\d+", "N", info.get("reason") or "") for info in infos
                       if info.get("status") != "ok")
+    codes = Counter(info.get("reason_code") or "none" for info in infos
+                    if info.get("status") != "ok")
     with ThreadPoolExecutor(c) as pool:
         encode_ms = list(pool.map(lambda t: _timed_encode(reranker, t), texts))
     stats = {}
@@ -139,7 +141,7 @@ def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, rerank
         stats["gateway_cpu_ms"] = {"bm25": round((cpu[1] - cpu[0]) * 1000 / len(texts), 3),
                                    "reranked": round((cpu[2] - cpu[1]) * 1000 / len(texts), 3)}
     stats.update(errors=bm25_err + reranked_err, fallbacks=fallbacks,
-                 fallback_reasons=dict(reasons))
+                 fallback_reasons=dict(reasons), fallback_reason_codes=dict(codes))
     return stats
 
 

@@ -28,8 +28,8 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import ApiKeyMiddleware
+from gateway.http_metrics import MetricsMiddleware
 from gateway.limits import (
     BodyError,
     BodyLimitMiddleware,
@@ -44,7 +45,6 @@ from gateway.limits import (
     parse_search_body,
     too_large,
 )
-from gateway.metrics import MetricsMiddleware
 from gateway.opensearch_upstream import OpenSearchUpstream
 from gateway.ops import add_ops_routes
 from gateway.pages import add_pages
@@ -53,6 +53,7 @@ from gateway.request_log import RequestIdMiddleware, annotate, setup_logging
 from gateway.rerank_client import RerankClient
 from gateway.rerank_pipeline import run_pipeline
 from gateway.rerank_request import (
+    PlannedSearch,
     RequestError,
     disables_pipelines,
     incompatible_reason,
@@ -87,84 +88,115 @@ _NAMES_A_PIPELINE = re.compile(_spelled("search_pipeline"))
 
 
 def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream | None = None,
-               workers: RerankClient | None = None) -> ASGIApp:
+               rerank_client: RerankClient | None = None) -> ASGIApp:
     """The gateway application for ``settings`` (default: the environment now).
 
-    ``upstream`` (the OpenSearch pool) and ``workers`` replace the real ones in unit tests.
-    The answer is the middleware chain around :class:`PlainProxyFastPath`, which sends plain
-    OpenSearch requests straight through and everything else to the FastAPI routes below.
+    ``upstream`` (the OpenSearch pool) and ``rerank_client`` replace the real ones in unit
+    tests. The answer is the middleware chain around :class:`PlainProxyFastPath`, which sends
+    plain OpenSearch requests straight through and everything else to the FastAPI routes.
     """
     settings = settings or get_settings()
     setup_logging(os.environ.get("LEXRERANK_LOG_LEVEL", "info"))
     opensearch = upstream or OpenSearchUpstream(settings)
+    limits = Limits.from_settings(settings)
+    app = FastAPI(title="lexrerank gateway", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=_lifespan(settings, opensearch, rerank_client))
+    app.state.upstream = opensearch
+    _add_health_route(app, settings)
+    _add_search_route(app, settings, limits)
+    add_pages(app)  # before the catch-all proxy: /_lexrerank/ui/ is ours
+    add_ops_routes(app, settings)  # /_lexrerank/{metrics,healthz,readyz,ops}
+    _add_catch_all_routes(app, settings)
+    return _with_middleware(PlainProxyFastPath(app, opensearch, settings, limits), settings,
+                            limits)
 
+
+def _lifespan(settings: Settings, opensearch: OpenSearchUpstream,
+              rerank_client: RerankClient | None
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Opens the rerank client (``app.state.rerank_client``) at start-up; closes it and the
+    OpenSearch pool at shutdown."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.workers = workers or RerankClient(settings)
+        app.state.rerank_client = rerank_client or RerankClient(settings)
         try:
             yield
         finally:
             await opensearch.aclose()
-            await app.state.workers.aclose()
+            await app.state.rerank_client.aclose()
 
-    app = FastAPI(title="lexrerank gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    app.state.upstream = opensearch
-    limits = Limits.from_settings(settings)
+    return lifespan
 
+
+def _add_health_route(app: FastAPI, settings: Settings) -> None:
     @app.get("/_lexrerank/health")
     async def health(request: Request) -> JSONResponse:
         """200 when OpenSearch answers (Redis is reported; without it searches fall back)."""
         opensearch = await request.app.state.upstream.ping()
-        redis_up = await request.app.state.workers.ping()
+        redis_up = await request.app.state.rerank_client.ping()
         body = {"status": "ok" if opensearch else "unavailable", "opensearch": opensearch,
                 "redis": redis_up, "opensearch_url": safe_url(settings.opensearch_url)}
         return JSONResponse(body, status_code=200 if opensearch else 503)
 
+
+def _add_search_route(app: FastAPI, settings: Settings, limits: Limits) -> None:
     @app.api_route("/{index}/_search", methods=["GET", "POST"])
     async def search(index: str, request: Request) -> Response:
-        started = time.perf_counter()
-        upstream = request.app.state.upstream
-        raw = await request.body()
-        params = list(request.query_params.multi_items())
-        try:
-            body = parse_search_body(raw, limits.max_json_depth,
-                                     request.headers.get("content-encoding"),
-                                     limits.max_body_bytes)
-        except BodyError as exc:
-            parsed = exc.parsed if isinstance(exc.parsed, dict) else {}
-            if names_pipeline(params, parsed):
-                return exc.response()
-            return await proxy(request, upstream, settings, body=raw)  # OpenSearch says why
-        if not isinstance(body, dict):
-            body = {}
-        explicit = names_pipeline(params, body)
-        by_default = (not explicit and index in settings.default_pipeline_indexes
-                      and not disables_pipelines(params, body))
-        if not (explicit or by_default):
-            return await proxy(request, upstream, settings, body=raw)
-        plan, problem = None, incompatible_reason(params, body)
-        if problem is None:
-            try:
-                plan = plan_search(params, body, settings.default_model,
-                                   settings.rerank_timeout_ms, limits)
-            except RequestError as exc:
-                problem = str(exc)
-        if plan is not None and plan.rerank.query_text is None:
-            plan, problem = None, ("the lexrerank pipeline needs the query text: set "
-                                   "ext.rerank.query_context.query_text (or query_text_path)")
-        if plan is None:
-            if explicit:
-                return opensearch_error(400, "illegal_argument_exception", str(problem))
-            # An index default must not break requests it cannot rerank: plain search.
-            annotate(rerank="skipped", reason=problem)
-            return await proxy(request, upstream, settings, body=raw)
-        return await run_pipeline(request, index, plan, upstream, request.app.state.workers,
-                                  settings, started)
+        return await _search(index, request, settings, limits, time.perf_counter())
 
-    add_pages(app)  # before the catch-all proxy: /_lexrerank/ui/ is ours
-    add_ops_routes(app, settings)  # /_lexrerank/{metrics,healthz,readyz,ops}
 
+async def _search(index: str, request: Request, settings: Settings, limits: Limits,
+                  started: float) -> Response:
+    """A ``_search``: reranked when it names the pipeline (or its index has it by default),
+    else passed through; a request the pipeline cannot take is a 400 when it named the
+    pipeline, a plain search when only the index default did."""
+    upstream = request.app.state.upstream
+    raw = await request.body()
+    params = list(request.query_params.multi_items())
+    try:
+        body = parse_search_body(raw, limits.max_json_depth,
+                                 request.headers.get("content-encoding"), limits.max_body_bytes)
+    except BodyError as exc:
+        parsed = exc.parsed if isinstance(exc.parsed, dict) else {}
+        if names_pipeline(params, parsed):
+            return exc.response()
+        return await proxy(request, upstream, settings, body=raw)  # OpenSearch says why
+    if not isinstance(body, dict):
+        body = {}
+    explicit = names_pipeline(params, body)
+    by_default = (not explicit and index in settings.default_pipeline_indexes
+                  and not disables_pipelines(params, body))
+    if not (explicit or by_default):
+        return await proxy(request, upstream, settings, body=raw)
+    plan, problem = _plan(params, body, settings, limits)
+    if plan is None:
+        if explicit:
+            return opensearch_error(400, "illegal_argument_exception", str(problem))
+        # An index default must not break requests it cannot rerank: plain search.
+        annotate(rerank="skipped", reason=problem)
+        return await proxy(request, upstream, settings, body=raw)
+    return await run_pipeline(request, index, plan, upstream, request.app.state.rerank_client,
+                              settings, started)
+
+
+def _plan(params: list[tuple[str, str]], body: dict, settings: Settings, limits: Limits
+          ) -> tuple[PlannedSearch | None, str | None]:
+    """The planned reranked search, or None and why it cannot be reranked."""
+    problem = incompatible_reason(params, body)
+    if problem is not None:
+        return None, problem
+    try:
+        plan = plan_search(params, body, settings.default_model, settings.rerank_timeout_ms,
+                           limits)
+    except RequestError as exc:
+        return None, str(exc)
+    if plan.rerank.query_text is None:
+        return None, ("the lexrerank pipeline needs the query text: set "
+                      "ext.rerank.query_context.query_text (or query_text_path)")
+    return plan, None
+
+
+def _add_catch_all_routes(app: FastAPI, settings: Settings) -> None:
     @app.api_route("/_lexrerank/{rest:path}", methods=ALL_METHODS)
     async def unknown_gateway_path(rest: str) -> Response:
         # The gateway's own namespace: a typo here is ours to answer, never OpenSearch's.
@@ -175,9 +207,10 @@ def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream
     async def passthrough(path: str, request: Request) -> Response:
         return await proxy(request, request.app.state.upstream, settings)
 
-    served: ASGIApp = PlainProxyFastPath(app, opensearch, settings, limits)
-    # Innermost first: body limits, API keys, request ids (every answer carries one), and
-    # metrics outermost (counts every answer, 401s included). They wrap the fast path too.
+
+def _with_middleware(served: ASGIApp, settings: Settings, limits: Limits) -> ASGIApp:
+    """Innermost first: body limits, API keys, request ids (every answer carries one), and
+    metrics outermost (counts every answer, 401s included). They wrap the fast path too."""
     served = BodyLimitMiddleware(served, limits=limits)
     served = ApiKeyMiddleware(served, keys=settings.api_keys,
                               exempt_paths=settings.auth_exempt_paths)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.merge import MergeError
+from worker.protocol import ReasonCode
 
 
 def hits_index(response: Mapping[str, Any], window: int, requested: str) -> str:
@@ -26,6 +27,7 @@ def hits_index(response: Mapping[str, Any], window: int, requested: str) -> str:
         return requested
     if len(names) > 1:
         shown = ", ".join(sorted(names)[:3])
-        raise MergeError(f"the first-stage hits come from {len(names)} indexes ({shown}); "
+        raise MergeError(ReasonCode.MIXED_INDEXES,
+                         f"the first-stage hits come from {len(names)} indexes ({shown}); "
                          "rerank one index, or an alias of one index, at a time")
     return names.pop()

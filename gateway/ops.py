@@ -1,7 +1,8 @@
 """The gateway's operational routes, all under ``/_lexrerank/`` (never proxied to OpenSearch).
 
-- ``GET /_lexrerank/metrics``: Prometheus text (:mod:`gateway.metrics`; queue depths and
-  reindex progress are read from Redis at scrape time);
+- ``GET /_lexrerank/metrics``: Prometheus text (:mod:`gateway.metrics_exposition`; queue
+  depths and reindex progress are read from Redis at scrape time,
+  :mod:`gateway.scrape_collectors`);
 - ``GET /_lexrerank/healthz``: 200 ``{"status": "alive"}`` while the process serves;
 - ``GET /_lexrerank/readyz``: 200 when ready, else 503; the body names each check (see
   :mod:`gateway.readiness`);
@@ -22,16 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.metrics import (
-    CONTENT_TYPE_LATEST,
-    RECENT,
-    queue_depths,
-    read_reindex_jobs,
-    render_metrics,
-    scrape_redis,
-    scrape_registry,
-)
+from gateway.metrics_exposition import CONTENT_TYPE_LATEST, render_metrics, scrape_registry
 from gateway.readiness import Readiness
+from gateway.recent_requests import RECENT
+from gateway.scrape_collectors import queue_depths, read_reindex_jobs, scrape_redis
 from lexrerank.config import Settings
 from worker.presence import KEY_PREFIX as PRESENCE_PREFIX
 from worker.presence import TTL_S as PRESENCE_TTL_S
@@ -92,7 +87,7 @@ def add_ops_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.get(READYZ_PATH, include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
-        body = await readiness.check(request.app.state.upstream, request.app.state.workers)
+        body = await readiness.check(request.app.state.upstream, request.app.state.rerank_client)
         return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
     @app.get(f"{OPS_PREFIX}ops", include_in_schema=False)

@@ -9,7 +9,9 @@ Three checks run concurrently, each with a short timeout:
   model and the index's vectors for its version loaded (or loads them within the timeout).
 
 The result is cached for :data:`CACHE_S` seconds (concurrent probes share one check), so
-probes every second cost one worker ping every few seconds.
+probes every second cost one worker ping every few seconds. With Redis up and no worker
+answering, the rerank client is told (:meth:`RerankClient.saw_workers`): its timeouts count
+as ``no_worker`` for a while.
 """
 
 from __future__ import annotations
@@ -22,16 +24,13 @@ from typing import Any
 from celery import states
 from prometheus_client import Gauge
 
-from gateway.metrics import RECENT
 from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream
 from gateway.rerank_client import RerankClient
 from lexrerank.config import Settings, safe_url
-from worker.celery_app import PING_TASK
+from worker.protocol import PING_TASK
 
 CACHE_S = 5.0
 OPENSEARCH_TIMEOUT_S, REDIS_TIMEOUT_S, WORKER_TIMEOUT_S = 1.0, 1.0, 2.0
-# After a failed workers check, fallbacks for "no answer" count as "no_worker" this long.
-NO_WORKER_HOLD_S = 30.0
 
 READY_CHECK = Gauge("lexrerank_gateway_ready_check",
                     "1 when the last readiness check passed, per check (opensearch, redis, "
@@ -57,32 +56,34 @@ async def check_opensearch(upstream: OpenSearchUpstream, settings: Settings
     return {"ok": True, "detail": detail}
 
 
-async def check_redis(workers: RerankClient) -> dict[str, Any]:
+async def check_redis(rerank_client: RerankClient) -> dict[str, Any]:
     """``{"ok", "detail"}`` for the broker's Redis."""
-    ok = await workers.ping()
-    where = workers.redis_where()
+    ok = await rerank_client.ping()
+    where = rerank_client.redis_where()
     return {"ok": ok, "detail": f"{where} answered PING" if ok else f"{where} does not answer"}
 
 
-async def ping_worker(workers: RerankClient, index: str, model: str,
+async def ping_worker(rerank_client: RerankClient, index: str, model: str,
                       timeout_s: float = WORKER_TIMEOUT_S) -> dict[str, Any]:
     """The ping task's result meta from a worker on the rerank queue (raises on timeout).
 
     Same path as a rerank (:meth:`RerankClient.call`), so it proves what a search needs: a
     worker consuming this queue that answers through Redis.
     """
-    return await workers.call(PING_TASK, [], {"index": index, "model": model}, timeout_s)
+    return await rerank_client.call(PING_TASK, [], {"index": index, "model": model},
+                                    timeout_s)
 
 
-async def check_workers(workers: RerankClient, settings: Settings) -> dict[str, Any]:
+async def check_workers(rerank_client: RerankClient, settings: Settings) -> dict[str, Any]:
     """``{"ok", "detail", "queue", "index", "model", "workers": [...]}``."""
-    out: dict[str, Any] = {"queue": workers.queue, "index": settings.index,
+    queue = rerank_client.queue
+    out: dict[str, Any] = {"queue": queue, "index": settings.index,
                            "model": settings.default_model, "workers": []}
     try:
-        meta = await ping_worker(workers, settings.index, settings.default_model)
+        meta = await ping_worker(rerank_client, settings.index, settings.default_model)
     except asyncio.TimeoutError:
         return {**out, "ok": False, "detail": (
-            f"no worker answered on queue {workers.queue!r} within "
+            f"no worker answered on queue {queue!r} within "
             f"{WORKER_TIMEOUT_S:.1f}s (start one: `lexrerank worker`)")}
     except Exception as exc:  # noqa: BLE001 - Redis down or a broken answer: not ready
         return {**out, "ok": False, "detail": f"worker ping failed: {type(exc).__name__}: "
@@ -117,20 +118,19 @@ class Readiness:
         self._lock = asyncio.Lock()
 
     async def check(self, upstream: OpenSearchUpstream,
-                    workers: RerankClient) -> dict[str, Any]:
+                    rerank_client: RerankClient) -> dict[str, Any]:
         """``{"status": "ready"|"not_ready", "checks": {...}, "checked_at": unix_s}``."""
         async with self._lock:
             if self._body is not None and time.monotonic() - self._at < self.cache_s:
                 return self._body
             opensearch, redis, worker = await asyncio.gather(
-                check_opensearch(upstream, self.settings), check_redis(workers),
-                check_workers(workers, self.settings))
+                check_opensearch(upstream, self.settings), check_redis(rerank_client),
+                check_workers(rerank_client, self.settings))
             checks = {"opensearch": opensearch, "redis": redis, "workers": worker}
             for name, result in checks.items():
                 READY_CHECK.labels(name).set(1 if result["ok"] else 0)
             # With Redis up and no worker answering, a timeout fallback means "no worker".
-            RECENT.no_worker_until = (time.time() + NO_WORKER_HOLD_S
-                                      if redis["ok"] and not worker["ok"] else 0.0)
+            rerank_client.saw_workers(not (redis["ok"] and not worker["ok"]))
             ready = all(c["ok"] for c in checks.values())
             self._body = {"status": "ready" if ready else "not_ready", "checks": checks,
                           "checked_at": time.time()}

@@ -2,21 +2,23 @@
 
 A rerank is published the moment a search arrives, before its candidates exist
 (:meth:`RerankClient.begin_rerank`): the worker encodes the query while OpenSearch runs the
-first stage, then gets the candidates through a Redis list (:mod:`worker.candidate_handoff`).
-Results come back over the process's one pub/sub connection
-(:class:`gateway.result_listener.ResultListener`). Every failure becomes
-:class:`RerankUnavailable` with a reason the gateway reports in its fallback:
+first stage, then gets the candidates through a Redis list (the handoff of
+:mod:`worker.protocol`, which also defines every message). Results come back over the
+process's one pub/sub connection (:class:`gateway.result_listener.ResultListener`). Every
+failure becomes :class:`worker.protocol.RerankFailed` with a reason code and a reason the
+gateway reports in its fallback:
 
-- no result before the deadline (workers busy, slow, or none listening on the queue);
-- Redis down: the async client connects with a short timeout and the publish runs with
-  ``retry=False``, so an outage costs milliseconds, not the deadline;
-- the task failed (e.g. the index has no vectors for the model's version).
+- no result before the deadline (``timeout``; ``no_worker`` while the last readiness check
+  found no worker serving), or no time left to start (``deadline_passed``);
+- Redis down (``redis_unavailable``): the async client connects with a short timeout and the
+  publish runs with ``retry=False``, so an outage costs milliseconds, not the deadline;
+- the task failed: the worker's own code (e.g. ``no_vectors``), see
+  :func:`worker.protocol.answer_of`.
 
-The publish goes through Celery's own message format (``app.amqp``) in a small thread pool:
-kombu's producer is synchronous. ``app.send_task`` is deliberately not used: with a Redis
-result backend it also subscribes a synchronous result consumer in this process, which we
-would never drain. Tasks carry ``expires`` = the deadline, so a worker that comes back after
-an outage skips the requests nobody waits for any more.
+The publish is ``send_task`` of a result-less Celery app (see :mod:`worker.protocol` why) in
+a small thread pool: kombu's producer is synchronous. Tasks carry ``expires`` = the
+deadline, so a worker that comes back after an outage skips the requests nobody waits for
+any more.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from celery import Celery, states
+from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -39,21 +41,15 @@ from gateway.request_log import request_id
 from gateway.result_listener import ResultListener
 from lexrerank.config import Settings
 from lexrerank.redis_tls import async_redis_client
-from worker import candidate_handoff
-from worker.celery_app import (
-    REDIS_CONNECT_TIMEOUT_S,
-    REDIS_SOCKET_TIMEOUT_S,
-    RERANK_TASK,
-    make_app,
-)
+from worker import protocol
+from worker.celery_app import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S, make_app
 from worker.json_logs import REQUEST_ID_HEADER
+from worker.protocol import RERANK_TASK, ReasonCode, RerankAnswer, RerankFailed, RerankRequest
 
 PUBLISH_THREADS = 8
 MAX_REDIS_CONNECTIONS = 256
-
-
-class RerankUnavailable(Exception):
-    """The rerank did not happen; ``str(exc)`` is the fallback reason."""
+# After a failed workers check, fallbacks for "no answer" count as "no_worker" this long.
+NO_WORKER_HOLD_S = 30.0
 
 
 # What a Redis outage raises: on the pub/sub or handoff side (redis-py) or the publish (kombu).
@@ -64,9 +60,14 @@ class RerankClient:
     """Publishes ``lexrerank.rerank`` tasks and awaits their results asynchronously."""
 
     def __init__(self, settings: Settings, celery_app: Celery | None = None) -> None:
+        """``celery_app``: the app whose result backend names the result keys (default: the
+        workers' configuration); tasks are published through a result-less copy."""
         self.settings = settings
         self.app = celery_app or make_app(settings)
+        self._publishing_app = make_app(settings, publish_only=True)
         self.queue = settings.rerank_queue
+        # Unix time until which a timeout counts as "no_worker" (set by gateway.readiness).
+        self.no_worker_until = 0.0
         # A socket timeout: a Redis that accepts and never answers must not hold a request's
         # clean-up (the deadline bounds the request itself) or pile up connections.
         self.redis = async_redis_client(
@@ -74,7 +75,6 @@ class RerankClient:
             socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_keepalive=True,
             max_connections=MAX_REDIS_CONNECTIONS, health_check_interval=30)
         self._publisher = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
-        self._backend = self.app.backend  # result key naming only; it never connects
         # The result connection is read by its listener's task alone: no health-check PING
         # and no retrying reconnect (both read replies on it from the caller's coroutine).
         # When it breaks, the listener fails its waiters and opens a new one.
@@ -93,13 +93,11 @@ class RerankClient:
 
     def _publish(self, task_name: str, task_id: str, args: list[Any], kwargs: dict[str, Any],
                  expires_s: float, request_id: str | None = None) -> None:
-        amqp = self.app.amqp
-        message = amqp.create_task_message(task_id, task_name, args, kwargs, expires=expires_s)
-        if request_id:  # the worker logs it on this task's lines (worker/json_logs.py)
-            message.headers[REQUEST_ID_HEADER] = request_id
-        with self.app.producer_or_acquire() as producer:
-            amqp.send_task_message(producer, task_name, message, queue=self.queue,
-                                   retry=False)
+        # The request id: the worker logs it on this task's lines (worker/json_logs.py).
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        self._publishing_app.send_task(task_name, args, kwargs, task_id=task_id,
+                                       queue=self.queue, expires=expires_s, headers=headers,
+                                       retry=False, add_to_parent=False)
 
     async def _submit(self, key: bytes, task_name: str, task_id: str, args: list[Any],
                       kwargs: dict[str, Any], deadline: float) -> asyncio.Future:
@@ -121,7 +119,7 @@ class RerankClient:
         also the task's expiry), and Redis/kombu errors when Redis is unreachable.
         """
         task_id = str(uuid.uuid4())
-        key = self._backend.get_key_for_task(task_id)
+        key = protocol.result_key(self.app, task_id)
         deadline = time.monotonic() + timeout_s
 
         async def submit_and_wait() -> dict[str, Any]:
@@ -142,43 +140,48 @@ class RerankClient:
         :meth:`PendingRerank.finish`. Always :meth:`PendingRerank.close` the result.
         """
         task_id = str(uuid.uuid4())
-        key = self._backend.get_key_for_task(task_id)
-        handoff = candidate_handoff.handoff_key(task_id)
+        key = protocol.result_key(self.app, task_id)
+        handoff = protocol.handoff_key(task_id)
         deadline = time.monotonic() + timeout_s
         submitted = None
         if timeout_s > 0:
-            kwargs = {"handoff": handoff, "wait_ms": round(timeout_s * 1000, 3)}
+            request = RerankRequest(query=query, model=model, explain=explain, handoff=handoff,
+                                    wait_ms=round(timeout_s * 1000, 3))
             submitted = asyncio.create_task(self._submit(
-                key, RERANK_TASK, task_id, [None, query, None, model, explain], kwargs,
-                deadline))
+                key, RERANK_TASK, task_id, [request.to_json()], {}, deadline))
         return PendingRerank(self, key, handoff, submitted, deadline, timeout_s)
 
-    def unavailable(self, exc: BaseException, timeout_s: float) -> RerankUnavailable:
-        """The fallback reason for a failed call."""
-        if isinstance(exc, asyncio.TimeoutError):
-            return RerankUnavailable(
-                f"no answer from a rerank worker within {timeout_s * 1000:.0f} ms "
-                f"(workers busy, slow, or none consuming queue {self.queue!r})")
-        return RerankUnavailable(f"Redis unavailable at {self.redis_where()}: "
-                                 f"{type(exc).__name__}: {exc}")
+    def workers_absent(self) -> bool:
+        """True while the last readiness check found Redis up and no worker serving."""
+        return time.time() < self.no_worker_until
 
-    @staticmethod
-    def task_result(meta: dict[str, Any]) -> dict[str, Any]:
-        """The result of a ready task meta; :class:`RerankUnavailable` saying why there is none."""
-        status = meta.get("status")
-        if status == states.SUCCESS:
-            return meta["result"]
-        result = meta.get("result")
-        if isinstance(result, dict) and result.get("exc_type") == "TaskRevokedError":
-            # The worker reached the task after its deadline (``expires``) and skipped it.
-            raise RerankUnavailable("the request expired in the rerank queue before a worker "
-                                    "took it (workers busy or slow)")
-        if isinstance(result, dict) and "exc_type" in result:
-            message = result.get("exc_message")
-            if isinstance(message, (list, tuple)):
-                message = " ".join(str(m) for m in message)
-            raise RerankUnavailable(f"worker error: {result['exc_type']}: {message}")
-        raise RerankUnavailable(f"worker error: task ended {status}")
+    def saw_workers(self, present: bool) -> None:
+        """What a readiness check found (:mod:`gateway.readiness`)."""
+        self.no_worker_until = 0.0 if present else time.time() + NO_WORKER_HOLD_S
+
+    def unavailable(self, exc: BaseException, timeout_s: float) -> RerankFailed:
+        """The fallback for a call that got no answer (a timeout) or met a Redis error."""
+        if isinstance(exc, asyncio.TimeoutError):
+            return self.timed_out(RerankFailed(
+                ReasonCode.TIMEOUT,
+                f"no answer from a rerank worker within {timeout_s * 1000:.0f} ms "
+                f"(workers busy, slow, or none consuming queue {self.queue!r})"))
+        return RerankFailed(ReasonCode.REDIS_UNAVAILABLE,
+                            f"Redis unavailable at {self.redis_where()}: "
+                            f"{type(exc).__name__}: {exc}")
+
+    def timed_out(self, failure: RerankFailed) -> RerankFailed:
+        """``failure``, as ``no_worker`` when it is a timeout while no worker serves."""
+        if failure.code is ReasonCode.TIMEOUT and self.workers_absent():
+            return RerankFailed(ReasonCode.NO_WORKER, failure.message, failure.kind)
+        return failure
+
+    def task_result(self, meta: dict[str, Any]) -> RerankAnswer:
+        """The answer of a finished rerank's meta; :class:`RerankFailed` saying why not."""
+        try:
+            return protocol.answer_of(meta)
+        except RerankFailed as failure:
+            raise self.timed_out(failure) from None
 
     def redis_where(self) -> str:
         """``host:port`` of the Redis this client talks to (for messages)."""
@@ -212,15 +215,17 @@ class PendingRerank:
         self._timeout_s = timeout_s
         self._handed_off = False
 
-    async def finish(self, index: str, candidates: list[list[Any]]) -> dict[str, Any]:
-        """The task's result for ``candidates`` of the concrete ``index``.
+    async def finish(self, index: str, candidates: list[list[Any]]) -> RerankAnswer:
+        """The task's answer for ``candidates`` of the concrete ``index``.
 
-        Raises :class:`RerankUnavailable` with the reason when there is none in time.
+        Raises :class:`worker.protocol.RerankFailed` with the code and reason when there is
+        none in time.
         """
         client = self._client
         if self._submitted is None or self._deadline - time.monotonic() <= 0:
-            raise RerankUnavailable("the deadline passed before the rerank could start")
-        message = candidate_handoff.candidates_message(index, candidates)
+            raise RerankFailed(ReasonCode.DEADLINE_PASSED,
+                               "the deadline passed before the rerank could start")
+        message = protocol.candidates_message(index, candidates)
         submitted = self._submitted
 
         async def hand_off_and_wait() -> dict[str, Any]:
@@ -248,7 +253,7 @@ class PendingRerank:
             if (not self._handed_off and not submitted.cancelled()
                     and submitted.exception() is None):
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await self._hand_off(candidate_handoff.abort_message(reason))
+                    await self._hand_off(protocol.abort_message(reason))
             await self._client.results.unsubscribe(self._key)
 
         # Shielded: a cancelled request must still release its worker and subscription.
@@ -256,7 +261,7 @@ class PendingRerank:
             await asyncio.shield(close_now())
 
     async def _hand_off(self, message: bytes) -> None:
-        ttl = candidate_handoff.key_ttl_s(max(self._deadline - time.monotonic(), 0))
+        ttl = protocol.handoff_ttl_s(max(self._deadline - time.monotonic(), 0))
         pipe = self._client.redis.pipeline(transaction=False)
         pipe.rpush(self._handoff, message).expire(self._handoff, ttl)
         await pipe.execute()

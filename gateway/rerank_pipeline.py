@@ -13,7 +13,8 @@ answer leaves within it plus the merge, whatever OpenSearch, Redis or the worker
   closed) and the search is a 504 ``gateway_timeout_exception`` in OpenSearch's shape;
 - whatever goes wrong on the rerank side (timeout, no worker, worker error, Redis down, an
   answer that does not fit), the response is the first-stage order with
-  ``ext.rerank.status = "fallback"`` and the reason, HTTP 200;
+  ``ext.rerank.status = "fallback"``, the reason code (:class:`worker.protocol.ReasonCode`,
+  also the fallback metric's label) and the human-readable reason, HTTP 200;
 - calling the rerank off afterwards (:meth:`PendingRerank.close`) waits at most
   :data:`CLOSE_WAIT_S`, then goes on in the background.
 
@@ -29,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -45,13 +47,19 @@ from gateway.merge import (
     window_candidates,
     with_ext,
 )
-from gateway.metrics import record_rerank
-from gateway.opensearch_upstream import UPSTREAM_ERRORS, OpenSearchUpstream, failed_to_connect
+from gateway.opensearch_upstream import (
+    UPSTREAM_ERRORS,
+    OpenSearchUpstream,
+    UpstreamAnswer,
+    failed_to_connect,
+)
+from gateway.prometheus_metrics import record_rerank
 from gateway.proxy import opensearch_error, request_headers, upstream_failure
 from gateway.request_log import annotate
-from gateway.rerank_client import PendingRerank, RerankClient, RerankUnavailable
-from gateway.rerank_request import PlannedSearch
+from gateway.rerank_client import PendingRerank, RerankClient
+from gateway.rerank_request import PlannedSearch, RerankOptions
 from lexrerank.config import Settings
+from worker.protocol import ReasonCode, RerankAnswer, RerankFailed
 
 log = logging.getLogger("lexrerank.gateway.pipeline")
 JSON_TYPE = "application/json; charset=UTF-8"
@@ -66,12 +74,12 @@ def json_response(payload: dict[str, Any], status: int = 200) -> Response:
 
 
 async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
-                       upstream: OpenSearchUpstream, workers: RerankClient,
+                       upstream: OpenSearchUpstream, rerank_client: RerankClient,
                        settings: Settings, started: float) -> Response:
     """Answer one reranked ``_search`` (``started``: ``time.perf_counter()`` on arrival)."""
     opts = plan.rerank
     # Published before the first stage: the worker encodes the query meanwhile.
-    pending = workers.begin_rerank(opts.query_text or "", opts.model, opts.explain,
+    pending = rerank_client.begin_rerank(opts.query_text or "", opts.model, opts.explain,
                                    opts.timeout_ms / 1000 - (time.perf_counter() - started))
     try:
         return await _first_stage_then_rerank(request, index, plan, upstream, pending,
@@ -93,9 +101,45 @@ def first_stage_timeout(timeout_ms: int) -> Response:
                             f"deadline (ext.rerank.timeout_ms={timeout_ms})")
 
 
+@dataclass
+class Outcome:
+    """How the rerank side of one search went: ``ok``, or a fallback with code and reason."""
+
+    status: str = "ok"
+    code: ReasonCode | None = None
+    reason: str | None = None
+    answer: RerankAnswer | None = None
+
+    def fall_back(self, code: ReasonCode, reason: str) -> None:
+        self.status, self.code, self.reason, self.answer = "fallback", code, reason, None
+
+
 async def _first_stage_then_rerank(request: Request, index: str, plan: PlannedSearch,
                                    upstream: OpenSearchUpstream, pending: PendingRerank,
                                    settings: Settings, started: float) -> Response:
+    opts = plan.rerank
+    first = await _first_stage(request, index, plan, upstream, settings, started)
+    if isinstance(first, Response):
+        return first
+    t_first = time.perf_counter()
+    response = fast_json.loads(first.body)
+    t_rerank_start = time.perf_counter()
+    outcome = await _rerank(response, index, opts, pending)
+    t_rerank = time.perf_counter()
+    response = _merge(response, outcome, opts)
+    t_merge = time.perf_counter()
+    took = {"first_stage": (t_first - started) * 1000,
+            "rerank": (t_rerank - t_rerank_start) * 1000,
+            "merge": (t_merge - t_rerank) * 1000,
+            "total": (time.perf_counter() - started) * 1000}
+    return json_response(with_ext(response, _report(index, opts, outcome, took)))
+
+
+async def _first_stage(request: Request, index: str, plan: PlannedSearch,
+                       upstream: OpenSearchUpstream, settings: Settings, started: float
+                       ) -> UpstreamAnswer | Response:
+    """OpenSearch's 200 answer to the first stage, or the response to send instead (a 504
+    past the deadline, a 503 when unreachable, OpenSearch's own error as it is)."""
     opts = plan.rerank
     headers = [(k, v) for k, v in request_headers(request.scope)
                if k.lower() not in ("content-type", "accept-encoding", "content-encoding")]
@@ -114,47 +158,61 @@ async def _first_stage_then_rerank(request: Request, index: str, plan: PlannedSe
                 not failed_to_connect(exc) or time.perf_counter() >= deadline - 0.01):
             return first_stage_timeout(opts.timeout_ms)
         return upstream_failure(exc, settings)
-    t_first = time.perf_counter()
     if first.status != 200:
         # OpenSearch's own error (bad query, missing index): returned as it is.
         return Response(first.body, status_code=first.status,
                         media_type=first.header(b"content-type", JSON_TYPE.encode()).decode())
-    response = fast_json.loads(first.body)
-    status, reason, result = "ok", None, None
-    t_rerank_start = time.perf_counter()
+    return first
+
+
+async def _rerank(response: dict[str, Any], index: str, opts: RerankOptions,
+                  pending: PendingRerank) -> Outcome:
+    """Hand the window's candidates to the waiting worker and await its answer."""
+    outcome = Outcome()
     try:
         candidates = window_candidates(response, opts.window)
         if candidates:
             # The concrete index of the hits, not the alias: its vectors score them.
-            result = await pending.finish(hits_index(response, opts.window, index),
-                                          candidates)
-    except (RerankUnavailable, MergeError) as exc:
-        status, reason = "fallback", str(exc)
+            outcome.answer = await pending.finish(hits_index(response, opts.window, index),
+                                                  candidates)
+    except RerankFailed as exc:
+        outcome.fall_back(exc.code, str(exc))
+    except MergeError as exc:
+        outcome.fall_back(exc.code, str(exc))
     except Exception as exc:  # noqa: BLE001 - a rerank-side bug must not become a 5xx
         log.exception("rerank call failed")
-        status, reason = "fallback", f"gateway error: {type(exc).__name__}: {exc}"
-    t_rerank = time.perf_counter()
-    if result is not None:
+        outcome.fall_back(ReasonCode.GATEWAY_ERROR,
+                          f"gateway error: {type(exc).__name__}: {exc}")
+    return outcome
+
+
+def _merge(response: dict[str, Any], outcome: Outcome, opts: RerankOptions
+           ) -> dict[str, Any]:
+    """The page to answer: reranked when there is an answer that fits, else first-stage."""
+    if outcome.answer is not None:
         try:
-            response = merge_reranked(response, result, opts.window, opts.from_, opts.size,
-                                      opts.explain)
+            return merge_reranked(response, outcome.answer, opts.window, opts.from_, opts.size,
+                                  opts.explain)
         except Exception as exc:  # noqa: BLE001 - MergeError or a malformed answer
-            status, reason, result = "fallback", f"bad worker answer: {exc!r}", None
-    if result is None:
-        response = merge_fallback(response, opts.from_, opts.size)
-    t_merge = time.perf_counter()
-    reranked = len(result.get("hits", [])) if result is not None else 0
-    took = {"first_stage": (t_first - started) * 1000,
-            "rerank": (t_rerank - t_rerank_start) * 1000,
-            "merge": (t_merge - t_rerank) * 1000,
-            "total": (time.perf_counter() - started) * 1000}
-    worker_ms = (result or {}).get("timing_ms", {}).get("rerank")
-    info = rerank_info(status, reason, (result or {}).get("model", opts.model),
-                       (result or {}).get("model_version"), opts.window, reranked, took,
-                       worker_ms, bool((result or {}).get("query_truncated")))
-    record_rerank(status, reason, took, opts.window, info["model"], info["model_version"])
-    annotate(index=index, rerank=status, reason=reason, window=opts.window,
+            outcome.fall_back(ReasonCode.BAD_ANSWER, f"bad worker answer: {exc!r}")
+    return merge_fallback(response, opts.from_, opts.size)
+
+
+def _report(index: str, opts: RerankOptions, outcome: Outcome, took: dict[str, float]
+            ) -> dict[str, Any]:
+    """The ``ext.rerank`` block, recorded in the metrics and the request log."""
+    answer: dict[str, Any] = dict(outcome.answer or {})
+    info = rerank_info(outcome.status, outcome.code, outcome.reason,
+                       answer.get("model", opts.model), answer.get("model_version"),
+                       opts.window, len(answer.get("hits", [])), took,
+                       answer.get("timing_ms", {}).get("rerank"),
+                       bool(answer.get("query_truncated")))
+    record_rerank(outcome.status, outcome.code, took, opts.window, info["model"],
+                  info["model_version"])
+    annotate(index=index, rerank=outcome.status, reason=outcome.reason,
+             reason_code=info["reason_code"], window=opts.window,
              rerank_ms=round(took["rerank"], 2))
-    if status == "fallback":
-        log.warning("rerank fallback: %s", reason, extra={"fields": {"index": index}})
-    return json_response(with_ext(response, info))
+    if outcome.status == "fallback":
+        log.warning("rerank fallback: %s", outcome.reason,
+                    extra={"fields": {"index": index, "reason_code": info["reason_code"]}})
+    return info

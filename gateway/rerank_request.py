@@ -34,8 +34,9 @@ class RequestError(ValueError):
 
 
 @dataclass(frozen=True)
-class RerankRequest:
-    """What the pipeline needs beyond the first-stage request."""
+class RerankOptions:
+    """What the pipeline needs beyond the first-stage request: the ``ext.rerank`` options
+    and the page asked for (what the worker is sent is :class:`worker.protocol.RerankRequest`)."""
 
     query_text: str | None  # None: not resolvable (only for index-default pipelines)
     window: int
@@ -55,7 +56,7 @@ class RerankRequest:
 class PlannedSearch:
     """A reranked search: the parsed options and the request to send to OpenSearch."""
 
-    rerank: RerankRequest
+    rerank: RerankOptions
     params: list[tuple[str, str]]  # query string for the first stage
     body: dict[str, Any]  # body for the first stage
 
@@ -188,43 +189,14 @@ def plan_search(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
     length and the model names; without it only the built-in ranges apply.
     Raises :class:`RequestError`.
     """
-    ext = body.get("ext", {})
-    if not isinstance(ext, Mapping):
-        raise RequestError("ext must be an object")
-    options = ext.get("rerank", {})
-    if not isinstance(options, Mapping):
-        raise RequestError("ext.rerank must be an object")
-    unknown = set(options) - RERANK_KEYS
-    if unknown:
-        raise RequestError(f"unknown key(s) {sorted(unknown)} in ext.rerank; known: "
-                           f"{sorted(RERANK_KEYS)}")
-    url = dict(params)
-    max_page = limits.max_result_window if limits is not None else 1_000_000
-    from_ = _int(url.get("from", body.get("from", 0)), "from", 0, max_page)
-    size = _int(url.get("size", body.get("size", DEFAULT_SIZE)), "size", 0, max_page)
-    if limits is not None and from_ + size > max_page:
-        raise RequestError(f"from + size must be at most {max_page}, got {from_ + size}: page "
-                           "with a smaller from (limit: LEXRERANK_MAX_RESULT_WINDOW)")
-    model = options.get("model", default_model)
-    if not isinstance(model, str) or not model.strip():
-        raise RequestError("ext.rerank.model must be a non-empty string")
-    if limits is not None and model not in limits.models:
-        raise RequestError(f"unknown ext.rerank.model {model[:100]!r}: use one of "
-                           f"{sorted(limits.models)} (more via LEXRERANK_MODELS)")
-    explain = options.get("explain", False)
-    if not isinstance(explain, bool):
-        raise RequestError("ext.rerank.explain must be true or false")
+    # Checked in this order: a request with several problems is told the first one.
+    options = _rerank_options(body)
+    from_, size = _page(params, body, limits)
+    model = _model(options, default_model, limits)
+    explain = _explain(options)
     max_window = limits.max_window if limits is not None else MAX_WINDOW
-    query_text = _query_text(options, body, params)
-    if query_text is not None and not is_unicode(query_text):
-        # Never sent to a worker: its tokenizer fails on it (a TypeError as the fallback).
-        raise RequestError("the query text has a lone UTF-16 surrogate: it is not Unicode "
-                           "text; send valid UTF-8")
-    if limits is not None and query_text is not None and len(query_text) > limits.max_query_chars:
-        raise RequestError(f"the query text has {len(query_text)} characters, more than "
-                           f"{limits.max_query_chars}: shorten it "
-                           "(limit: LEXRERANK_MAX_QUERY_CHARS)")
-    rerank = RerankRequest(
+    query_text = _checked_query_text(options, body, params, limits)
+    rerank = RerankOptions(
         query_text=query_text,
         window=_int(options.get("window_size", min(DEFAULT_WINDOW, max_window)),
                     "ext.rerank.window_size", 1, max_window),
@@ -235,6 +207,73 @@ def plan_search(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
         from_=from_,
         size=size,
     )
+    return _first_stage_request(params, body, rerank)
+
+
+def _rerank_options(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``ext.rerank`` of ``body`` ({} when absent), with no key we do not know."""
+    ext = body.get("ext", {})
+    if not isinstance(ext, Mapping):
+        raise RequestError("ext must be an object")
+    options = ext.get("rerank", {})
+    if not isinstance(options, Mapping):
+        raise RequestError("ext.rerank must be an object")
+    unknown = set(options) - RERANK_KEYS
+    if unknown:
+        raise RequestError(f"unknown key(s) {sorted(unknown)} in ext.rerank; known: "
+                           f"{sorted(RERANK_KEYS)}")
+    return options
+
+
+def _page(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
+          limits: Limits | None) -> tuple[int, int]:
+    """``(from, size)`` asked for (the URL's win over the body's)."""
+    url = dict(params)
+    max_page = limits.max_result_window if limits is not None else 1_000_000
+    from_ = _int(url.get("from", body.get("from", 0)), "from", 0, max_page)
+    size = _int(url.get("size", body.get("size", DEFAULT_SIZE)), "size", 0, max_page)
+    if limits is not None and from_ + size > max_page:
+        raise RequestError(f"from + size must be at most {max_page}, got {from_ + size}: page "
+                           "with a smaller from (limit: LEXRERANK_MAX_RESULT_WINDOW)")
+    return from_, size
+
+
+def _model(options: Mapping[str, Any], default_model: str, limits: Limits | None) -> str:
+    model = options.get("model", default_model)
+    if not isinstance(model, str) or not model.strip():
+        raise RequestError("ext.rerank.model must be a non-empty string")
+    if limits is not None and model not in limits.models:
+        raise RequestError(f"unknown ext.rerank.model {model[:100]!r}: use one of "
+                           f"{sorted(limits.models)} (more via LEXRERANK_MODELS)")
+    return model
+
+
+def _explain(options: Mapping[str, Any]) -> bool:
+    explain = options.get("explain", False)
+    if not isinstance(explain, bool):
+        raise RequestError("ext.rerank.explain must be true or false")
+    return explain
+
+
+def _checked_query_text(options: Mapping[str, Any], body: Mapping[str, Any],
+                        params: Sequence[tuple[str, str]], limits: Limits | None
+                        ) -> str | None:
+    """The query text (None: not resolvable), checked to be Unicode and short enough."""
+    query_text = _query_text(options, body, params)
+    if query_text is not None and not is_unicode(query_text):
+        # Never sent to a worker: its tokenizer fails on it (a TypeError as the fallback).
+        raise RequestError("the query text has a lone UTF-16 surrogate: it is not Unicode "
+                           "text; send valid UTF-8")
+    if limits is not None and query_text is not None and len(query_text) > limits.max_query_chars:
+        raise RequestError(f"the query text has {len(query_text)} characters, more than "
+                           f"{limits.max_query_chars}: shorten it "
+                           "(limit: LEXRERANK_MAX_QUERY_CHARS)")
+    return query_text
+
+
+def _first_stage_request(params: Sequence[tuple[str, str]], body: Mapping[str, Any],
+                         rerank: RerankOptions) -> PlannedSearch:
+    """The user's request as it goes to OpenSearch: from 0, the whole window, no pipeline."""
     first = copy.deepcopy(dict(body))
     if first.get("search_pipeline") == PIPELINE:
         del first["search_pipeline"]

@@ -1,10 +1,12 @@
 """Celery task results for one gateway process, over one shared Redis pub/sub connection.
 
 Celery's Redis result backend stores a task's result under ``celery-task-meta-<id>`` and
-publishes it on a channel of the same name. A caller subscribes to its task's channel before
-publishing the task, then awaits the future this listener resolves. All callers of the
-process share one pub/sub connection and one reader task: a ``redis.asyncio`` PubSub per call
-opened (and closed) a TCP connection, with the client's handshake, on every rerank.
+publishes it on a channel of the same name (:func:`worker.protocol.result_key`; why the
+gateway reads that channel itself, not through Celery, is in :mod:`worker.protocol`). A
+caller subscribes to its task's channel before publishing the task, then awaits the future
+this listener resolves. All callers of the process share one pub/sub connection and one
+reader task: a ``redis.asyncio`` PubSub per call opened (and closed) a TCP connection, with
+the client's handshake, on every rerank.
 
 No result is missed: :meth:`ResultListener.subscribe` returns once Redis has confirmed the
 subscription, so the task published after it cannot answer before someone listens. When the

@@ -416,7 +416,7 @@ class ReindexJob:
         one call, and batches of similar lengths waste little on padding (on CPU, chunks of
         200 in file order cost ~25% more encoder time than one sorted pass; sorted, ~3%).
         """
-        from worker.celery_app import EMBED_TASK
+        from worker.protocol import EMBED_TASK
 
         self.client.indices.refresh(index=index)  # refresh_interval is -1: see every doc
         signatures = []
@@ -541,7 +541,7 @@ def warm_workers(app: Celery, queue: str, index: str, models: list[str],
     ones get more). Returns the answers (pid, documents, load_ms, memory). Without workers
     nothing is warmed and the list is empty: searches fall back until one starts.
     """
-    from worker.celery_app import WARM_TASK
+    from worker.protocol import WARM_TASK
 
     inspect = app.control.inspect(timeout=1.0)
     queues = inspect.active_queues() or {}

@@ -1,7 +1,8 @@
 """The Celery application: Redis broker and result backend, JSON only, production settings.
 
 Importing this module is cheap (no torch): the gateway imports it to publish tasks. The task
-code lives in :mod:`worker.tasks`, imported by the worker process only.
+code lives in :mod:`worker.tasks`, imported by the worker process only; the task names and
+messages are :mod:`worker.protocol`'s.
 
 Settings follow Celery's own guidance for long, expensive tasks:
 
@@ -30,12 +31,7 @@ from kombu import Exchange, Queue
 
 from lexrerank.config import Settings, get_settings
 from lexrerank.redis_tls import celery_ssl_options
-
-RERANK_TASK = "lexrerank.rerank"
-EMBED_TASK = "lexrerank.embed"
-PING_TASK = "lexrerank.ping"
-# Runs on the rerank queue: loads an index's vectors into the process that reranks.
-WARM_TASK = "lexrerank.warm"
+from worker.protocol import EMBED_TASK, PING_TASK, RERANK_TASK, WARM_TASK
 
 # Per-task limits (seconds). The rerank limit also covers the lazy model load of a fresh
 # process; the gateway's deadline is far shorter and it stops waiting long before.
@@ -130,12 +126,20 @@ def when_task_process_starts(callback: Callable[[], None]) -> None:
     worker_ready.connect(on_ready, weak=False)
 
 
-def make_app(settings: Settings | None = None) -> Celery:
-    """A Celery app configured from ``settings`` (default: the environment now)."""
+def make_app(settings: Settings | None = None, *, publish_only: bool = False) -> Celery:
+    """A Celery app configured from ``settings`` (default: the environment now).
+
+    ``publish_only``: without a result backend, so ``send_task`` publishes and nothing more
+    (no result subscription in the caller; the workers still store the results with their
+    own app): the gateway's publisher (see :mod:`worker.protocol`).
+    """
     settings = settings or get_settings()
-    # worker.metrics: Prometheus metrics, presence and JSON logs, wired by Celery signals.
-    app = Celery("lexrerank", include=["worker.tasks", "worker.metrics"])
-    app.conf.update(celery_config(settings))
+    # worker.task_signals: Prometheus metrics, presence and JSON logs, wired by Celery signals.
+    app = Celery("lexrerank", include=["worker.tasks", "worker.task_signals"])
+    config = celery_config(settings)
+    if publish_only:
+        config["result_backend"] = "disabled"
+    app.conf.update(config)
     return app
 
 

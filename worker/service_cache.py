@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from opensearchpy import OpenSearch
 
 from lexrerank.config import Settings, get_settings
-from lexrerank.errors import LexrerankError
 from reranker.registry import DEFAULT_NAME, MODEL_NAMES, resolve_name
-from worker import metrics as worker_metrics
+from worker import presence_beat
+from worker import prometheus_metrics as worker_metrics
+from worker.protocol import ReasonCode, RerankFailed
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class ServiceCache:
         """The reranker ``name`` for corpus ``language`` (default: the configured one), loaded
         on first use, on CUDA + fp16 when available."""
         if name not in allowed_models(self.settings):
-            raise LexrerankError(
+            raise RerankFailed(
+                ReasonCode.UNKNOWN_MODEL,
                 f"model {name!r} is not served by this worker: use one of "
                 f"{', '.join(sorted(allowed_models(self.settings)))} "
                 "(or add it to LEXRERANK_MODELS on the workers)")
@@ -76,7 +78,9 @@ class ServiceCache:
                          getattr(self._models[key], "device", "cpu"),
                          time.perf_counter() - start)
                 # Metrics and presence name the model "default" stands for (e.g. ensemble).
-                worker_metrics.model_loaded(resolve_name(name, language), self._models[key])
+                served_as = resolve_name(name, language)
+                worker_metrics.model_loaded(served_as, self._models[key])
+                presence_beat.model_loaded(served_as, self._models[key])
             return self._models[key]
 
     def language_of(self, index: str) -> str | None:

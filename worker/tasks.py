@@ -1,10 +1,12 @@
-"""The Celery tasks ``lexrerank.rerank`` and ``lexrerank.embed`` (JSON in, JSON out).
+"""The Celery tasks ``lexrerank.rerank``, ``embed``, ``warm`` and ``ping`` (JSON in, JSON out).
 
 Models and vector caches live in the worker CHILD process (:mod:`worker.service_cache`):
 loaded on first use, or at start-up when ``LEXRERANK_WORKER_PRELOAD=1`` (set by
 ``lexrerank worker``), and kept in memory. Expected errors (no vectors for this model
 version, unknown model, bad input) are :class:`LexrerankError`: the task fails with that
-message, the worker carries on, and the gateway falls back with the message as its reason.
+message, the worker carries on. The rerank task raises them as
+:class:`worker.protocol.RerankFailed` with a reason code, and the gateway falls back with
+that code and the message as its reason. The messages are :mod:`worker.protocol`'s.
 """
 
 from __future__ import annotations
@@ -20,24 +22,24 @@ from opensearchpy.exceptions import NotFoundError
 
 from lexrerank.errors import LexrerankError
 from worker import candidate_handoff
-from worker.celery_app import (
-    EMBED_TASK,
-    PING_TASK,
-    RERANK_TASK,
-    VISIBILITY_TIMEOUT_S,
-    WARM_TASK,
-    app,
-    when_task_process_starts,
-)
+from worker.celery_app import VISIBILITY_TIMEOUT_S, app, when_task_process_starts
 from worker.delivery_guard import check_redelivery, is_redelivered
 from worker.device import apply_torch_threads
 from worker.fault_injection import maybe_delay
-from worker.metrics import BATCH_SIZE_ATTR
+from worker.protocol import (
+    EMBED_TASK,
+    PING_TASK,
+    RERANK_TASK,
+    WARM_TASK,
+    RerankAnswer,
+    RerankRequest,
+    as_rerank_failed,
+)
 from worker.service_cache import process_cache
+from worker.task_signals import BATCH_SIZE_ATTR
 
 log = logging.getLogger(__name__)
 PRELOAD_ENV = "LEXRERANK_WORKER_PRELOAD"
-MAX_CANDIDATES = 1000
 MAX_EMBED_IDS = 10_000
 
 
@@ -46,68 +48,50 @@ def _guard(task: Task) -> None:
         check_redelivery(task.app.backend.client, task.request.id, 2 * VISIBILITY_TIMEOUT_S)
 
 
-def _candidates(raw: Any) -> list[tuple[str, float]]:
-    """Validate ``[[doc_id, first_stage_score], ...]`` (JSON gives lists, not tuples)."""
-    if not isinstance(raw, list) or len(raw) > MAX_CANDIDATES:
-        raise LexrerankError(f"candidates must be a list of at most {MAX_CANDIDATES} "
-                             "[doc_id, score] pairs")
-    out = []
-    for item in raw:
-        if (not isinstance(item, (list, tuple)) or len(item) != 2
-                or not isinstance(item[0], str)
-                or not isinstance(item[1], (int, float)) or isinstance(item[1], bool)):
-            raise LexrerankError(f"bad candidate {item!r}: expected [doc_id, score]")
-        out.append((item[0], float(item[1])))
-    return out
-
-
 @app.task(name=RERANK_TASK, bind=True, throws=(LexrerankError,), resultrepr_maxsize=200)
-def rerank(self: Task, index: str | None, query: str, candidates: list | None, model: str,
-           explain: bool = True, handoff: str | None = None,
-           wait_ms: float | None = None) -> dict[str, Any]:
-    """Rerank first-stage ``candidates`` of ``index`` for ``query`` with ``model``.
+def rerank(self: Task, request: dict[str, Any]) -> RerankAnswer:
+    """Rerank the first-stage candidates of a search (:class:`worker.protocol.RerankRequest`).
 
-    With ``handoff`` (a :mod:`worker.candidate_handoff` key), ``index`` and ``candidates`` are
-    None: the query is encoded first, then the index and candidates are awaited on that key
-    for up to ``wait_ms`` (the gateway runs its first stage meanwhile).
-
-    Returns :meth:`worker.rerank_service.RerankResult.to_dict` plus ``timing_ms``: ``rerank``
-    is the compute (query encode + gather + score + fuse), ``encode`` the query encode alone,
-    ``wait`` the time spent waiting for handed-off candidates. Without ``explain`` the
-    evidence lists are left empty (less to ship through Redis).
+    The query is encoded first, then the index and candidates are awaited on the request's
+    handoff key for up to ``wait_ms`` (the gateway runs its first stage meanwhile). Returns a
+    :class:`worker.protocol.RerankAnswer`. Every expected failure is raised as
+    :class:`worker.protocol.RerankFailed`, whose reason code the gateway reads from the
+    failure meta.
     """
-    _guard(self)
-    maybe_delay()  # a test hook (worker/fault_injection.py); no-op unless configured
-    if not isinstance(query, str) or not query.strip():
-        raise LexrerankError("the query text is empty")
+    try:
+        _guard(self)
+        maybe_delay()  # a test hook (worker/fault_injection.py); no-op unless configured
+        return _rerank(self, RerankRequest.from_json(request))
+    except LexrerankError as exc:
+        raise as_rerank_failed(exc) from None
+
+
+def _rerank(task: Task, request: RerankRequest) -> RerankAnswer:
+    """The rerank of a validated request: encode, wait for the handoff, score."""
     cache = process_cache()
     t0 = time.perf_counter()
-    prepared_by = cache.model(model) if handoff is not None else None
-    prepared = prepared_by.prepare_query(query) if prepared_by is not None else None
+    # Encoded before the index is known, by the default language's model.
+    prepared_by = cache.model(request.model)
+    prepared = prepared_by.prepare_query(request.query)
     t1 = time.perf_counter()
-    if handoff is not None:
-        if not isinstance(wait_ms, (int, float)) or isinstance(wait_ms, bool):
-            raise LexrerankError("wait_ms must be a number of milliseconds")
-        index, candidates = candidate_handoff.receive(self.app.backend.client, handoff,
-                                                      wait_ms / 1000)
+    handoff = candidate_handoff.receive(task.app.backend.client, request.handoff,
+                                        request.wait_ms / 1000)
     t2 = time.perf_counter()
-    if not isinstance(index, str) or not index:
-        raise LexrerankError("no index named to rerank in")
-    pairs = _candidates(candidates)
-    setattr(self.request, BATCH_SIZE_ATTR, len(pairs))  # for the metrics (worker/metrics.py)
-    service = cache.service_covering(index, model, [d for d, _ in pairs])
+    setattr(task.request, BATCH_SIZE_ATTR, len(handoff.candidates))  # for the task metrics
+    service = cache.service_covering(handoff.index, request.model,
+                                     [d for d, _ in handoff.candidates])
     t3 = time.perf_counter()
-    if prepared is None or prepared_by is not service.model:
-        # Encoded before the index was known, by the default language's model: an index of
-        # another language is scored by its own model, so encode again with that one.
-        prepared = service.model.prepare_query(query)
+    if prepared_by is not service.model:
+        # An index of another language is scored by its own model: encode again with it.
+        prepared = service.model.prepare_query(request.query)
     t4 = time.perf_counter()
-    result = service.rerank_prepared(prepared, pairs, explain=bool(explain)).to_dict()
+    result = service.rerank_prepared(prepared, handoff.candidates,
+                                     explain=request.explain).to_dict()
     t5 = time.perf_counter()
     timing = {"load": t3 - t2, "encode": (t1 - t0) + (t4 - t3), "wait": t2 - t1,
               "rerank": (t1 - t0) + (t5 - t3)}
     result["timing_ms"] = {name: round(s * 1000, 3) for name, s in timing.items()}
-    return result
+    return result  # type: ignore[return-value] - RerankResult.to_dict + timing_ms
 
 
 @app.task(name=EMBED_TASK, bind=True, throws=(LexrerankError,), resultrepr_maxsize=200)

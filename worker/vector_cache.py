@@ -2,21 +2,34 @@
 
 Loaded once from OpenSearch (one scan), then a rerank reads no vectors over the network. The
 cache refuses an index whose metadata does not list the model's version: a query is never
-scored with a query encoder that does not match the article vectors.
+scored with a query encoder that does not match the article vectors (a
+:class:`worker.protocol.RerankFailed` with code ``no_vectors``, a ``LexrerankError``).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import scan
 from tqdm import tqdm
 
 from indexer.article_vectors import index_meta
-from lexrerank.errors import LexrerankError
 from reranker.article_side import ArticleSide, Reranker, article_side_from_record
+from worker.protocol import ReasonCode, RerankFailed
+
+
+def vector_bytes(entries: Any) -> int:
+    """Array bytes of cache entries ``(article side, sentences)``: ndarrays or their fields."""
+    total = 0
+    for side, _sentences in entries:
+        if hasattr(side, "nbytes"):
+            total += int(side.nbytes)
+        else:
+            total += sum(int(getattr(v, "nbytes", 0)) for v in vars(side).values())
+    return total
 
 
 class ArticleVectorCache:
@@ -36,14 +49,13 @@ class ArticleVectorCache:
 
     def nbytes(self) -> int:
         """Array bytes held (the vectors, not the sentences)."""
-        from worker.metrics import vector_bytes
-
         return vector_bytes(self._entries.values())
 
     def get(self, doc_ids: Sequence[str]) -> list[tuple[ArticleSide, list[str]]]:
         missing = [d for d in doc_ids if d not in self._entries]
         if missing:
-            raise LexrerankError(
+            raise RerankFailed(
+                ReasonCode.NO_VECTORS,
                 f"{len(missing)} candidates of {self.index!r} have no vectors for model "
                 f"{self.model_version} (e.g. {missing[0]!r}); run `lexrerank embed`")
         return [self._entries[d] for d in doc_ids]
@@ -55,7 +67,8 @@ class ArticleVectorCache:
         versions = index_meta(client, index).get("model_versions", {})
         if version not in versions:
             known = ", ".join(f"{v['kind']} {k}" for k, v in versions.items()) or "none"
-            raise LexrerankError(
+            raise RerankFailed(
+                ReasonCode.NO_VECTORS,
                 f"index {index!r} has no article vectors for {model.kind} {version} "
                 f"(it has: {known}); run `lexrerank embed --index {index} --model {model.kind}`")
         entries: dict[str, tuple[ArticleSide, list[str]]] = {}

@@ -57,7 +57,8 @@ function showFallback(info) {
     box.replaceChildren(
       el("strong", { text: "Reranking fell back: " }),
       `these hits are in first-stage (BM25) order. Reason: `,
-      el("span", { class: "reason", text: info.reason || "unknown" }));
+      el("span", { class: "reason", text: info.reason || "unknown" }),
+      " ", el("code", { class: "reason-code", text: info.reason_code || "" }));
     box.hidden = false;
   } else {
     box.replaceChildren();

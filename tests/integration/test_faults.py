@@ -51,6 +51,10 @@ def test_rerank_side_faults(tmp_path, gateway_model: str, gateway_service, texts
     assert "Redis unavailable" in reasons["redis_stop"]  # ... and was seen for what it was
     assert "no answer from a rerank worker" in reasons["worker_kill"]
     assert "no answer from a rerank worker" in reasons["worker_slow"]
+    codes = {r["fault"]: set(r["fallback_reason_codes"]) for r in reports}
+    assert "redis_unavailable" in codes["redis_stop"], codes
+    assert codes["worker_kill"] & {"timeout", "no_worker"}, codes
+    assert codes["worker_slow"] & {"timeout", "no_worker"}, codes
 
 
 def test_opensearch_stop_is_a_clean_fast_503(tmp_path, gateway_model: str, texts) -> None:

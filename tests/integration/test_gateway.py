@@ -23,7 +23,7 @@ from tests.integration.conftest import (
     _wait_for,
     free_port,
 )
-from worker.celery_app import EMBED_TASK
+from worker.protocol import EMBED_TASK
 
 QUERY = "A minor may rescind a juridical act performed without the consent of a representative"
 QUERIES = [QUERY, "guardianship of an adult ward and the duties of the guardian",
@@ -71,6 +71,7 @@ def test_opensearch_py_reranked_search(stack: Stack, client: OpenSearch,
         "match": {"content": QUERY}}})
     info = resp["ext"]["rerank"]
     assert info["status"] == "ok", info
+    assert info["reason_code"] is None and info["reason"] is None, info
     assert info["model_version"] == gateway_service.model_version
     assert info["window_size"] == 20 and info["reranked"] == 20
     assert set(info["took_ms"]) == {"first_stage", "rerank", "merge", "total"}
@@ -199,6 +200,7 @@ def test_index_without_vectors_falls_back_with_the_reason(stack: Stack,
     info = resp["ext"]["rerank"]
     assert info["status"] == "fallback"
     assert "no article vectors" in info["reason"], info
+    assert info["reason_code"] == "no_vectors", info
     assert [h["_id"] for h in resp["hits"]["hits"]] == ["1"]
 
 
@@ -228,6 +230,7 @@ def test_an_index_of_a_language_without_models_falls_back_with_the_reason(
     info = resp["ext"]["rerank"]
     assert info["status"] == "fallback"
     assert "LanguageMismatch" in info["reason"] and "for ko statutes" in info["reason"], info
+    assert info["reason_code"] == "language_mismatch", info
     assert [h["_id"] for h in resp["hits"]["hits"]] == ["1"]
 
 
@@ -332,6 +335,7 @@ def test_worker_down_falls_back_then_recovers(stack: Stack, client: OpenSearch) 
     elapsed = time.monotonic() - start
     info = resp["ext"]["rerank"]
     assert info["status"] == "fallback" and "no answer" in info["reason"], info
+    assert info["reason_code"] in ("timeout", "no_worker"), info
     assert elapsed < 5
     assert [h["_id"] for h in resp["hits"]["hits"]] == first_stage_ids(client, QUERY, 8)
     assert not any("_rerank" in h for h in resp["hits"]["hits"])
@@ -385,6 +389,7 @@ def test_redis_down_falls_back_fast_then_recovers(tmp_path, private_redis, gatew
         resp = search(own, rerank_body(size=8, timeout_ms=3000))
         info = resp["ext"]["rerank"]
         assert info["status"] == "fallback" and "Redis unavailable" in info["reason"], info
+        assert info["reason_code"] == "redis_unavailable", info
         assert info["took_ms"]["rerank"] < 500  # detected, not waited out
         assert [h["_id"] for h in resp["hits"]["hits"]] == first_stage_ids(client, QUERY, 8)
         private_redis.start()

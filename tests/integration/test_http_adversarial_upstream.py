@@ -367,7 +367,7 @@ def test_every_redis_client_speaks_tls_with_a_private_ca(
     from prometheus_client import generate_latest
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from gateway.metrics import scrape_registry
+    from gateway.metrics_exposition import scrape_registry
     from indexer.reindex import ReindexJob, ReindexOptions
     from indexer.reindex_progress import new_record, read_progress
     from lexrerank.redis_tls import redis_client

@@ -158,6 +158,7 @@ def test_queue_depth_and_no_worker_fallback_on_an_idle_queue(idle_gateway: Stack
     before = scrape(f"{idle_gateway.url}/_lexrerank/metrics")
     answer = rerank(idle_gateway, ops_index)
     assert answer["ext"]["rerank"]["status"] == "fallback"
+    assert answer["ext"]["rerank"]["reason_code"] == "no_worker"
     after = scrape(f"{idle_gateway.url}/_lexrerank/metrics")
     # Nobody consumes the queue: the published task waits there.
     depth = "lexrerank_queue_depth"
@@ -217,6 +218,8 @@ def test_fallbacks_are_counted_by_reason(ops_stack: Stack, ops_index: str) -> No
     assert timed_out["ext"]["rerank"]["status"] == "fallback"
     assert refused["ext"]["rerank"]["status"] == "fallback"
     assert "worker error" in refused["ext"]["rerank"]["reason"]
+    assert refused["ext"]["rerank"]["reason_code"] == "no_vectors"
+    assert timed_out["ext"]["rerank"]["reason_code"] in ("timeout", "no_worker")
     after = scrape(url)
     name = "lexrerank_gateway_rerank_fallbacks_total"
     # "timeout", or "no_worker" in a uvicorn process whose last readiness check ran while the
@@ -224,8 +227,8 @@ def test_fallbacks_are_counted_by_reason(ops_stack: Stack, ops_index: str) -> No
     timeouts = sum(value(after, name, reason=r) - value(before, name, reason=r)
                    for r in ("timeout", "no_worker"))
     assert timeouts == 1
-    assert (value(after, name, reason="worker_error")
-            - value(before, name, reason="worker_error")) == 1
+    assert (value(after, name, reason="no_vectors")
+            - value(before, name, reason="no_vectors")) == 1
     fallback = "lexrerank_gateway_reranked_requests_total"
     assert (value(after, fallback, status="fallback")
             - value(before, fallback, status="fallback")) == 2

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from lexrerank.errors import LexrerankError
 from worker import candidate_handoff as handoff
+from worker import protocol
+from worker.protocol import Handoff, ReasonCode, RerankFailed
 
 
 class FakeList:
@@ -27,46 +28,34 @@ class FakeList:
 
 
 def test_candidates_round_trip() -> None:
-    key = handoff.handoff_key("t1")
-    client = FakeList({key: [handoff.candidates_message("statutes-v2", [["a", 1.5]])]})
-    assert handoff.receive(client, key, 1.0) == ("statutes-v2", [["a", 1.5]])
+    key = protocol.handoff_key("t1")
+    client = FakeList({key: [protocol.candidates_message("statutes-v2", [["a", 1.5]])]})
+    assert handoff.receive(client, key, 1.0) == Handoff("statutes-v2", [("a", 1.5)])
 
 
 def test_an_abort_says_why() -> None:
-    key = handoff.handoff_key("t2")
-    client = FakeList({key: [handoff.abort_message("OpenSearch answered 404")]})
-    with pytest.raises(LexrerankError, match="called the rerank off: OpenSearch answered 404"):
+    key = protocol.handoff_key("t2")
+    client = FakeList({key: [protocol.abort_message("OpenSearch answered 404")]})
+    with pytest.raises(RerankFailed, match="called the rerank off: OpenSearch answered 404"
+                       ) as raised:
         handoff.receive(client, key, 1.0)
+    assert raised.value.code is ReasonCode.CALLED_OFF
 
 
 def test_nothing_in_time_is_an_error_not_a_hang() -> None:
     client = FakeList()
     start = time.monotonic()
-    with pytest.raises(LexrerankError, match="no candidates from the gateway within 50 ms"):
-        handoff.receive(client, handoff.handoff_key("t3"), 0.05)
+    with pytest.raises(RerankFailed, match="no candidates from the gateway within 50 ms"
+                       ) as raised:
+        handoff.receive(client, protocol.handoff_key("t3"), 0.05)
+    assert raised.value.code is ReasonCode.DEADLINE_PASSED
     assert time.monotonic() - start < 1.0
     # Never BLPOP's "0 = forever", never beyond the client's socket timeout.
     assert all(0 < t <= handoff.MAX_BLOCK_S for t in client.timeouts)
 
 
 def test_only_handoff_keys_are_read() -> None:
-    with pytest.raises(LexrerankError, match="not a candidates handoff key"):
+    with pytest.raises(RerankFailed, match="not a candidates handoff key"):
         handoff.receive(FakeList({"celery": [b"{}"]}), "celery", 1.0)
-    with pytest.raises(LexrerankError, match="not a candidates handoff key"):
+    with pytest.raises(RerankFailed, match="not a candidates handoff key"):
         handoff.receive(FakeList(), ["a", "list"], 1.0)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("raw, message", [
-    (b"not json", "unreadable"),
-    (b"[1, 2]", "not a JSON object"),
-    (b'{"candidates": []}', "names no index"),
-    (b'{"index": "", "candidates": []}', "names no index"),
-])
-def test_bad_messages_are_refused(raw: bytes, message: str) -> None:
-    with pytest.raises(LexrerankError, match=message):
-        handoff.parse_message(raw)
-
-
-def test_the_key_outlives_the_deadline() -> None:
-    assert handoff.key_ttl_s(0.2) == 1 + handoff.TTL_MARGIN_S
-    assert handoff.key_ttl_s(0) >= handoff.TTL_MARGIN_S

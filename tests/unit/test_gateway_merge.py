@@ -25,7 +25,6 @@ from gateway.merge import (
     with_ext,
 )
 from gateway.proxy import BUFFER_LIMIT
-from gateway.rerank_client import RerankClient, RerankUnavailable
 from gateway.rerank_request import (
     RequestError,
     incompatible_reason,
@@ -37,6 +36,7 @@ from gateway.rerank_request import (
 from lexrerank.cli import expand_via_gateway
 from lexrerank.config import get_settings
 from tests.unit.opensearch_stub import stub_upstream
+from worker.protocol import ReasonCode, RerankFailed, answer_of
 
 
 def first_stage(n: int, total: int = 1234) -> dict[str, Any]:
@@ -203,25 +203,29 @@ def test_window_candidates() -> None:
 def test_fallback_pages_in_first_stage_order_and_ext_is_added() -> None:
     paged = merge_fallback(first_stage(5), from_=2, size=2)
     assert [h["_id"] for h in paged["hits"]["hits"]] == ["d3", "d4"]
-    info = rerank_info("fallback", "why", "m", None, 100, 0,
+    info = rerank_info("fallback", ReasonCode.TIMEOUT, "why", "m", None, 100, 0,
                        {"first_stage": 1.23456, "rerank": 2, "merge": 0, "total": 3.3})
     out = with_ext({"ext": {"other": 1}}, info)
     assert out["ext"]["other"] == 1
     assert out["ext"]["rerank"]["took_ms"]["first_stage"] == 1.235
     assert out["ext"]["rerank"]["status"] == "fallback" and out["ext"]["rerank"]["reason"]
+    assert out["ext"]["rerank"]["reason_code"] == "timeout"
 
 
 def test_worker_failures_become_readable_reasons() -> None:
-    ok = RerankClient.task_result({"status": "SUCCESS", "result": {"hits": []}})
-    assert ok == {"hits": []}
-    with pytest.raises(RerankUnavailable, match="LexrerankError: index 'x' has no"):
-        RerankClient.task_result({"status": "FAILURE", "result": {
+    answer = {"hits": [], "model": "m", "model_version": "v", "query_truncated": False,
+              "timing_ms": {}}
+    assert answer_of({"status": "SUCCESS", "result": answer}) == answer
+    with pytest.raises(RerankFailed, match="LexrerankError: index 'x' has no") as failed:
+        answer_of({"status": "FAILURE", "result": {
             "exc_type": "LexrerankError", "exc_message": ["index 'x' has no vectors"]}})
-    with pytest.raises(RerankUnavailable, match="expired in the rerank queue"):
-        RerankClient.task_result({"status": "REVOKED", "result": {
+    assert failed.value.code is ReasonCode.WORKER_ERROR
+    with pytest.raises(RerankFailed, match="expired in the rerank queue") as expired:
+        answer_of({"status": "REVOKED", "result": {
             "exc_type": "TaskRevokedError", "exc_message": ["expired"]}})
-    with pytest.raises(RerankUnavailable, match="REVOKED"):
-        RerankClient.task_result({"status": "REVOKED", "result": None})
+    assert expired.value.code is ReasonCode.TIMEOUT
+    with pytest.raises(RerankFailed, match="REVOKED"):
+        answer_of({"status": "REVOKED", "result": None})
 
 
 def test_via_gateway_takes_an_optional_url() -> None:
@@ -237,12 +241,13 @@ def test_via_gateway_takes_an_optional_url() -> None:
 # ---------------------------------------------------------------------------- app, stubbed
 
 
-class StubWorkers:
-    """Stands in for :class:`RerankClient`: answers with ``result`` or raises ``error``."""
+class StubRerankClient:
+    """Stands in for :class:`gateway.rerank_client.RerankClient`: answers with ``result`` or
+    raises ``error`` (a fallback reason) with ``code``."""
 
-    def __init__(self, result: dict[str, Any] | None = None, error: str | None = None
-                 ) -> None:
-        self.result, self.error, self.calls = result, error, []
+    def __init__(self, result: dict[str, Any] | None = None, error: str | None = None,
+                 code: ReasonCode = ReasonCode.TIMEOUT) -> None:
+        self.result, self.error, self.code, self.calls = result, error, code, []
         self.begun = self.closed = 0
 
     def begin_rerank(self, query: str, model: str, explain: bool,
@@ -254,7 +259,7 @@ class StubWorkers:
                      explain: bool) -> dict[str, Any]:
         self.calls.append((index, query, candidates, model, explain))
         if self.error:
-            raise RerankUnavailable(self.error)
+            raise RerankFailed(self.code, self.error)
         return self.result or {}
 
     async def ping(self) -> bool:
@@ -267,7 +272,7 @@ class StubWorkers:
 class StubPending:
     """Stands in for :class:`gateway.rerank_client.PendingRerank`."""
 
-    def __init__(self, workers: StubWorkers, query: str, model: str, explain: bool) -> None:
+    def __init__(self, workers: StubRerankClient, query: str, model: str, explain: bool) -> None:
         self.workers, self.query, self.model, self.explain = workers, query, model, explain
 
     async def finish(self, index: str, candidates: list) -> dict[str, Any]:
@@ -278,10 +283,10 @@ class StubPending:
         self.workers.closed += 1
 
 
-def stub_app(workers: StubWorkers, handler) -> TestClient:
+def stub_app(workers: StubRerankClient, handler) -> TestClient:
     settings = replace(get_settings(), opensearch_url="http://opensearch.test")
     upstream = stub_upstream(settings, handler)
-    return TestClient(create_app(settings, upstream=upstream, workers=workers))
+    return TestClient(create_app(settings, upstream=upstream, rerank_client=workers))
 
 
 def closed_port_url() -> str:
@@ -307,7 +312,7 @@ def opensearch_stub(seen: list[httpx.Request]):
 
 def test_app_fallback_is_a_200_in_first_stage_order() -> None:
     seen: list[httpx.Request] = []
-    workers = StubWorkers(error="no answer from a rerank worker within 5 ms")
+    workers = StubRerankClient(error="no answer from a rerank worker within 5 ms")
     with stub_app(workers, opensearch_stub(seen)) as http:
         resp = http.post("/i/_search?search_pipeline=lexrerank", json={
             "size": 3, "query": {"match": {"c": "minor"}}, "ext": {"rerank": {
@@ -317,6 +322,7 @@ def test_app_fallback_is_a_200_in_first_stage_order() -> None:
     assert [h["_id"] for h in data["hits"]["hits"]] == ["d1", "d2", "d3"]
     assert data["ext"]["rerank"]["status"] == "fallback"
     assert "no answer" in data["ext"]["rerank"]["reason"]
+    assert data["ext"]["rerank"]["reason_code"] == "timeout"
     sent = json.loads(seen[0].content)
     assert (sent["size"], sent["from"], "ext" in sent) == (10, 0, False)
     assert "search_pipeline" not in str(seen[0].url)
@@ -325,7 +331,7 @@ def test_app_fallback_is_a_200_in_first_stage_order() -> None:
 
 
 def test_app_turns_a_rerank_side_bug_into_a_fallback() -> None:
-    class Broken(StubWorkers):
+    class Broken(StubRerankClient):
         async def answer(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
             raise RuntimeError("boom")
 
@@ -335,11 +341,12 @@ def test_app_turns_a_rerank_side_bug_into_a_fallback() -> None:
     assert resp.status_code == 200
     assert resp.json()["ext"]["rerank"]["status"] == "fallback"
     assert "RuntimeError: boom" in resp.json()["ext"]["rerank"]["reason"]
+    assert resp.json()["ext"]["rerank"]["reason_code"] == "gateway_error"
 
 
 def test_app_merges_a_worker_answer() -> None:
     ranks = {f"d{i}": i for i in range(1, 4)}
-    workers = StubWorkers(result=worker_result(["d2", "d3", "d1"], [0.9, 0.5, 0.1], ranks))
+    workers = StubRerankClient(result=worker_result(["d2", "d3", "d1"], [0.9, 0.5, 0.1], ranks))
     with stub_app(workers, opensearch_stub([])) as http:
         resp = http.post("/i/_search?search_pipeline=lexrerank", json={
             "size": 2, "query": {"match": {"c": "minor"}},
@@ -347,13 +354,14 @@ def test_app_merges_a_worker_answer() -> None:
     data = resp.json()
     assert data["ext"]["rerank"]["status"] == "ok"
     assert data["ext"]["rerank"]["model_version"] == "v1"
+    assert data["ext"]["rerank"]["reason_code"] is None
     assert [h["_id"] for h in data["hits"]["hits"]] == ["d2", "d3"]
     assert resp.headers["x-request-id"]
 
 
 def test_app_passes_other_requests_through_and_maps_outages() -> None:
     seen: list[httpx.Request] = []
-    with stub_app(StubWorkers(), opensearch_stub(seen)) as http:
+    with stub_app(StubRerankClient(), opensearch_stub(seen)) as http:
         resp = http.put("/i/_doc/1?refresh=true", content=b'{"a":1}',
                         headers={"content-type": "application/json",
                                  "authorization": "Basic dXM6cHc=", "x-request-id": "r1"})
@@ -371,7 +379,7 @@ def test_app_passes_other_requests_through_and_maps_outages() -> None:
         assert "ext" not in plain.json()  # no pipeline named: plain search
 
     with TestClient(create_app(replace(get_settings(), opensearch_url=closed_port_url()),
-                               workers=StubWorkers())) as http:
+                               rerank_client=StubRerankClient())) as http:
         for resp in (http.get("/_cat/indices"),
                      http.post("/i/_search?search_pipeline=lexrerank",
                                json={"query": {"match": {"c": "q"}}})):
@@ -389,7 +397,7 @@ def test_large_answers_and_head_requests_pass_through_whole() -> None:
             return httpx.Response(200, headers=headers)
         return httpx.Response(200, content=big, headers=headers)
 
-    with stub_app(StubWorkers(), handler) as http:
+    with stub_app(StubRerankClient(), handler) as http:
         for _ in range(2):  # the second on a connection the first gave back
             resp = http.get("/big/_doc/1")
             assert resp.status_code == 200 and resp.content == big
@@ -401,7 +409,7 @@ def test_large_answers_and_head_requests_pass_through_whole() -> None:
 
 def test_unknown_gateway_paths_are_404s_and_never_reach_opensearch() -> None:
     seen: list[httpx.Request] = []
-    with stub_app(StubWorkers(), opensearch_stub(seen)) as http:
+    with stub_app(StubRerankClient(), opensearch_stub(seen)) as http:
         resp = http.get("/_lexrerank/no-such-page")
         assert resp.status_code == 404
         assert resp.json()["error"]["type"] == "resource_not_found_exception"

@@ -18,7 +18,7 @@ from gateway.limits import SHIPPED_MODELS, Limits, json_depth_exceeds, parse_sea
 from gateway.rerank_request import RequestError, plan_search
 from lexrerank.config import get_settings
 from tests.unit.opensearch_stub import stub_upstream
-from tests.unit.test_gateway_merge import StubWorkers, opensearch_stub
+from tests.unit.test_gateway_merge import StubRerankClient, opensearch_stub
 
 QUERY = {"size": 2, "query": {"match": {"c": "minor"}}}
 
@@ -26,7 +26,7 @@ QUERY = {"size": 2, "query": {"match": {"c": "minor"}}}
 def app_with(seen: list[httpx.Request], **overrides) -> TestClient:
     settings = replace(get_settings(), opensearch_url="http://opensearch.test", **overrides)
     upstream = stub_upstream(settings, opensearch_stub(seen))
-    return TestClient(create_app(settings, upstream=upstream, workers=StubWorkers(
+    return TestClient(create_app(settings, upstream=upstream, rerank_client=StubRerankClient(
         result={"hits": [], "model": "paraformer"})))
 
 
@@ -101,7 +101,8 @@ def test_deep_nesting_without_the_pipeline_goes_to_opensearch_unchanged() -> Non
 
     settings = replace(get_settings(), opensearch_url="http://opensearch.test")
     upstream = stub_upstream(settings, handler)
-    with TestClient(create_app(settings, upstream=upstream, workers=StubWorkers())) as http:
+    app = create_app(settings, upstream=upstream, rerank_client=StubRerankClient())
+    with TestClient(app) as http:
         resp = http.post("/i/_search", content=raw, headers={"content-type": "application/json"})
     assert resp.status_code == 400 and seen[0].content == raw
 

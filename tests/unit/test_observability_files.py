@@ -36,9 +36,10 @@ def exported_metrics() -> dict[str, set[str]]:
     """Sample name -> label names, for everything the gateway and the workers export."""
     from prometheus_client import REGISTRY
 
-    import gateway.metrics as gateway_metrics
+    import gateway.prometheus_metrics  # noqa: F401 - registers the gateway metrics
     import gateway.readiness  # noqa: F401 - registers lexrerank_gateway_ready_check
-    import worker.metrics  # noqa: F401 - registers the worker metrics
+    import worker.prometheus_metrics  # noqa: F401 - registers the worker metrics
+    from gateway import scrape_collectors
 
     names: dict[str, set[str]] = {}
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
@@ -50,8 +51,8 @@ def exported_metrics() -> dict[str, set[str]]:
                 for suffix in suffixes[family.type]:
                     extra = {"le"} if suffix == "_bucket" else set()
                     names[family.name + suffix] = labels | extra
-    scrape = [gateway_metrics.QueueDepthCollector(None, ["rerank"]),  # type: ignore[arg-type]
-              gateway_metrics.ReindexCollector(None)]  # type: ignore[arg-type]
+    scrape = [scrape_collectors.QueueDepthCollector(None, ["rerank"]),  # type: ignore[arg-type]
+              scrape_collectors.ReindexCollector(None)]  # type: ignore[arg-type]
     for collector in scrape:
         for family in collector.describe():
             names[family.name] = set(getattr(family, "_labelnames", ()))
@@ -116,6 +117,18 @@ def test_every_queried_metric_and_label_is_exported(source: str) -> None:
             assert not unknown, f"{source} {title!r}: {name} has no label {unknown}"
             used.add(name)
     assert used
+
+
+@pytest.mark.parametrize("source", ["dashboard", "rules"])
+def test_every_fallback_reason_matched_is_a_code(source: str) -> None:
+    from worker.protocol import ReasonCode
+
+    exprs = dashboard_exprs() if source == "dashboard" else rule_exprs()
+    codes = {code.value for code in ReasonCode}
+    for title, expr in exprs:
+        for value in re.findall(r'reason\s*(?:=~|!~|!=|=)\s*"([^"]*)"', expr):
+            unknown = set(value.split("|")) - codes
+            assert not unknown, f"{source} {title!r}: {unknown} are not reason codes"
 
 
 def test_dashboard_covers_what_the_issue_asks_for() -> None:

@@ -20,12 +20,16 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway import metrics
-from gateway.rerank_client import RerankClient, RerankUnavailable
+from gateway import prometheus_metrics, scrape_collectors
+from gateway.http_metrics import route_kind
+from gateway.recent_requests import RecentRequests
+from gateway.rerank_client import RerankClient
 from lexrerank.config import get_settings
 from lexrerank.prometheus_dir import MULTIPROC_ENV, prepare_multiproc_dir
-from worker import json_logs
-from worker import metrics as worker_metrics
+from worker import json_logs, task_signals
+from worker import prometheus_metrics as worker_metrics
+from worker.protocol import ReasonCode, RerankFailed, RerankRequest, handoff_key
+from worker.vector_cache import vector_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,66 +40,65 @@ def sample(name: str, **labels: str) -> float:
 
 # ---------------------------------------------------------------------------- fallback reasons
 
-def worker_reason(meta: dict) -> str:
-    with pytest.raises(RerankUnavailable) as info:
-        RerankClient.task_result(meta)
-    return str(info.value)
+def test_the_client_s_own_failures_carry_their_codes() -> None:
+    asyncio.run(check_client_codes())
 
 
-def test_the_client_s_own_reasons_map_to_categories() -> None:
-    asyncio.run(check_client_reasons())
-
-
-async def fallback_reason(client: RerankClient, timeout_s: float) -> str:
-    """The reason a rerank through ``client`` falls back with (it must fall back)."""
+async def fallback(client: RerankClient, timeout_s: float) -> RerankFailed:
+    """What a rerank through ``client`` falls back with (it must fall back)."""
     pending = client.begin_rerank("q", "paraformer", False, timeout_s)
     try:
-        with pytest.raises(RerankUnavailable) as raised:
+        with pytest.raises(RerankFailed) as raised:
             await pending.finish("i", [["a", 1.0]])
     finally:
         await pending.close()
-    return str(raised.value)
+    return raised.value
 
 
-async def check_client_reasons() -> None:
-    revoked = worker_reason({"status": "REVOKED", "result": {"exc_type": "TaskRevokedError"}})
-    failed = worker_reason({"status": "FAILURE", "result": {
-        "exc_type": "LexrerankError", "exc_message": ["index has no article vectors"]}})
-    # A closed port: the client's real "Redis unavailable" reason, in milliseconds.
+async def check_client_codes() -> None:
+    # A closed port: the client's real "Redis unavailable" failure, in milliseconds.
     settings = get_settings().__class__(**{**get_settings().__dict__,
                                            "redis_url": "redis://127.0.0.1:1/0"})
     client = RerankClient(settings)
     try:
-        down = await fallback_reason(client, 2.0)
-        late = await fallback_reason(client, 0.0)
+        down = await fallback(client, 2.0)
+        late = await fallback(client, 0.0)
+        revoked = worker_failure(client, {"status": "REVOKED", "result": {
+            "exc_type": "TaskRevokedError"}})
+        failed = worker_failure(client, {"status": "FAILURE", "result": {
+            "exc_type": "LexrerankError", "exc_message": ["index has no article vectors"]}})
+        timeout = client.unavailable(asyncio.TimeoutError(), 0.5)
     finally:
         await client.aclose()
-    metrics.RECENT.no_worker_until = 0.0
-    assert metrics.fallback_category(revoked) == "timeout"
-    assert metrics.fallback_category(late) == "timeout"
-    assert metrics.fallback_category(failed) == "worker_error"
-    assert metrics.fallback_category(down) == "redis_unavailable"
-    assert metrics.fallback_category("bad worker answer: KeyError('hits')") == "bad_answer"
-    assert metrics.fallback_category("gateway error: ValueError: x") == "gateway_error"
-    assert metrics.fallback_category(
-        "worker error: LanguageMismatch: model 'ensemble' was trained for en statutes, but "
-        "index 'alqac' is vi") == "language_mismatch"
-    assert metrics.fallback_category("something new") == "other"
-    assert metrics.fallback_category(None) == "other"
+    assert down.code is ReasonCode.REDIS_UNAVAILABLE and str(down).startswith(
+        "Redis unavailable")
+    assert late.code is ReasonCode.DEADLINE_PASSED
+    assert revoked.code is ReasonCode.TIMEOUT
+    assert failed.code is ReasonCode.WORKER_ERROR
+    assert timeout.code is ReasonCode.TIMEOUT and "no answer from a rerank worker" in str(
+        timeout)
+
+
+def worker_failure(client: RerankClient, meta: dict) -> RerankFailed:
+    with pytest.raises(RerankFailed) as info:
+        client.task_result(meta)
+    return info.value
 
 
 def test_timeouts_count_as_no_worker_after_a_failed_readiness_check() -> None:
-    reason = ("no answer from a rerank worker within 500 ms (workers busy, slow, or none "
-              "consuming queue 'rerank')")
-    metrics.RECENT.no_worker_until = 0.0
-    assert metrics.fallback_category(reason) == "timeout"
-    import time
-
-    metrics.RECENT.no_worker_until = time.time() + 30
+    client = RerankClient(get_settings())
+    expired = {"status": "REVOKED", "result": {"exc_type": "TaskRevokedError"}}
     try:
-        assert metrics.fallback_category(reason) == "no_worker"
+        assert client.unavailable(asyncio.TimeoutError(), 0.5).code is ReasonCode.TIMEOUT
+        client.saw_workers(False)
+        assert client.unavailable(asyncio.TimeoutError(), 0.5).code is ReasonCode.NO_WORKER
+        assert worker_failure(client, expired).code is ReasonCode.NO_WORKER
+        # Only timeouts: a worker's own failure keeps its code.
+        assert client.unavailable(OSError("down"), 0.5).code is ReasonCode.REDIS_UNAVAILABLE
+        client.saw_workers(True)
+        assert client.unavailable(asyncio.TimeoutError(), 0.5).code is ReasonCode.TIMEOUT
     finally:
-        metrics.RECENT.no_worker_until = 0.0
+        asyncio.run(client.aclose())
 
 
 # ---------------------------------------------------------------------------- recording
@@ -106,24 +109,27 @@ def test_record_rerank_moves_the_counters_and_histograms() -> None:
                        model="unit-model")
     before_stage = sample("lexrerank_gateway_rerank_stage_duration_seconds_sum",
                           stage="rerank", status="ok")
-    before_reason = sample("lexrerank_gateway_rerank_fallbacks_total", reason="worker_error")
+    before_reason = sample("lexrerank_gateway_rerank_fallbacks_total", reason="no_vectors")
     before_window = sample("lexrerank_gateway_rerank_window_size_count")
-    assert metrics.record_rerank("ok", None, took, 50, "unit-model", "v-unit") is None
-    category = metrics.record_rerank("fallback", "worker error: LexrerankError: no vectors",
-                                     took, 50, "unit-model", None)
-    assert category == "worker_error"
+    prometheus_metrics.record_rerank("ok", None, took, 50, "unit-model", "v-unit")
+    prometheus_metrics.record_rerank("fallback", ReasonCode.NO_VECTORS, took, 50, "unit-model",
+                                     None)
     assert sample("lexrerank_gateway_reranked_requests_total", status="ok",
                   model="unit-model") == before_ok + 1
     assert sample("lexrerank_gateway_rerank_stage_duration_seconds_sum", stage="rerank",
                   status="ok") == pytest.approx(before_stage + 0.040)
     assert sample("lexrerank_gateway_rerank_fallbacks_total",
-                  reason="worker_error") == before_reason + 1
+                  reason="no_vectors") == before_reason + 1
+    # Every code is exported from the start (a rate of 0, not "no data").
+    for code in ReasonCode:
+        assert REGISTRY.get_sample_value("lexrerank_gateway_rerank_fallbacks_total",
+                                         {"reason": code.value}) is not None, code
     assert sample("lexrerank_gateway_rerank_window_size_count") == before_window + 2
     assert sample("lexrerank_gateway_model_info", model="unit-model", model_version="v-unit") == 1
 
 
 def test_recent_summary_percentiles_and_window() -> None:
-    recent = metrics.RecentRequests()
+    recent = RecentRequests()
     rng = np.random.default_rng(7)
     latencies = rng.gamma(2.0, 20.0, size=500)
     now = 1_000_000.0
@@ -136,7 +142,7 @@ def test_recent_summary_percentiles_and_window() -> None:
                                                             abs=1e-3)
     assert summary["fallback_rate"] == pytest.approx(50 / 500)
     assert summary["recent_reranked"] == 500
-    empty = metrics.RecentRequests().summary(now)
+    empty = RecentRequests().summary(now)
     assert empty["latency_ms"] == {"p50": None, "p95": None, "p99": None}
     assert empty["fallback_rate"] == 0.0
 
@@ -149,7 +155,7 @@ def test_route_kinds_are_a_small_fixed_set() -> None:
              "/_lexrerank/ops": "ops", "/_lexrerank/ui/": "pages", "/statutes/_doc/1": "proxy",
              "/": "proxy"}
     for path, kind in cases.items():
-        assert metrics.route_kind(path) == kind, path
+        assert route_kind(path) == kind, path
 
 
 # ---------------------------------------------------------------------------- scrape collectors
@@ -195,11 +201,11 @@ def families(collector) -> dict[str, list]:
 
 def test_queue_depth_sums_priority_lists_and_reports_redis_down() -> None:
     lists = {"rerank": 3, "rerank\x06\x163": 2, "embed": 7}
-    got = families(metrics.QueueDepthCollector(FakeRedis({}, lists), ["rerank", "embed"]))
+    got = families(scrape_collectors.QueueDepthCollector(FakeRedis({}, lists), ["rerank", "embed"]))
     depths = {s.labels["queue"]: s.value for s in got["lexrerank_queue_depth"]}
     assert depths == {"rerank": 5, "embed": 7}
     assert got["lexrerank_queue_depth_scrape_ok"][0].value == 1
-    down = families(metrics.QueueDepthCollector(FakeRedis({}, {}, down=True), ["rerank"]))
+    down = families(scrape_collectors.QueueDepthCollector(FakeRedis({}, {}, down=True), ["rerank"]))
     assert down["lexrerank_queue_depth"] == []
     assert down["lexrerank_queue_depth_scrape_ok"][0].value == 0
 
@@ -212,14 +218,14 @@ def test_reindex_collector_reads_the_job_records() -> None:
                   chunks_total=4, chunks_done=1, eta_s=12.5)
     values = {progress_key("statutes"): json.dumps(record).encode(),
               progress_key("junk"): b"not json"}
-    got = families(metrics.ReindexCollector(FakeRedis(values, {})))
+    got = families(scrape_collectors.ReindexCollector(FakeRedis(values, {})))
     assert got["lexrerank_reindex_chunks_done"][0].value == 1
     assert got["lexrerank_reindex_eta_seconds"][0].value == 12.5
     info = got["lexrerank_reindex_info"][0]
     assert info.labels == {"alias": "statutes", "index": "statutes-v3", "state": "embedding"}
     assert got["lexrerank_reindex_progress_ratio"][0].value == pytest.approx(0.5 + 0.5 / 4)
-    assert metrics.reindex_ratio({**record, "state": "swapped"}) == 1.0
-    assert metrics.reindex_ratio({"documents_total": 0}) == 0.0
+    assert scrape_collectors.reindex_ratio({**record, "state": "swapped"}) == 1.0
+    assert scrape_collectors.reindex_ratio({"documents_total": 0}) == 0.0
 
 
 # ---------------------------------------------------------------------------- multi-process
@@ -228,19 +234,19 @@ def test_metrics_of_forked_processes_are_merged(tmp_path: Path) -> None:
     """Three forked 'uvicorn workers' record a rerank each; one scrape sees all three."""
     script = textwrap.dedent("""
         import os, sys
-        from gateway import metrics
+        from gateway import metrics_exposition, prometheus_metrics
         took = {"first_stage": 1.0, "rerank": 2.0, "merge": 0.5, "total": 4.0}
         children = []
         for _ in range(3):
             pid = os.fork()
             if pid == 0:
-                metrics.record_rerank("ok", None, took, 10, "m", "v1")
+                prometheus_metrics.record_rerank("ok", None, took, 10, "m", "v1")
                 os._exit(0)
             children.append(pid)
         for pid in children:
             os.waitpid(pid, 0)
         from prometheus_client import CollectorRegistry
-        sys.stdout.write(metrics.render_metrics(CollectorRegistry()).decode())
+        sys.stdout.write(metrics_exposition.render_metrics(CollectorRegistry()).decode())
     """)
     env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
@@ -277,13 +283,16 @@ def test_prepare_multiproc_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 # ---------------------------------------------------------------------------- worker side
 
 def test_task_arguments_give_model_and_batch_size() -> None:
-    candidates = [["a", 1.0], ["b", 0.5], ["c", 0.1]]
-    assert worker_metrics.task_model_and_batch(
-        "rerank", ["idx", "q", candidates, "paraformer", True], {}) == ("paraformer", 3)
-    assert worker_metrics.task_model_and_batch(
+    request = RerankRequest("q", "paraformer", True, handoff_key("t"), 100.0).to_json()
+    # A rerank's batch comes by handoff: the task counts it itself (BATCH_SIZE_ATTR).
+    assert task_signals.task_model_and_batch("rerank", [request], {}) == ("paraformer", None)
+    assert task_signals.task_model_and_batch("rerank", ["not a request"], {}) == ("", None)
+    assert task_signals.task_model_and_batch(
         "embed", ["idx"], {"ids": ["1", "2"], "model": "attentive-cnn"}) == ("attentive-cnn", 2)
-    assert worker_metrics.task_model_and_batch("ping", [], {}) == ("", None)
-    assert worker_metrics.short_task_name("lexrerank.rerank") == "rerank"
+    assert task_signals.task_model_and_batch(
+        "embed", ["idx", ["1", "2", "3"], "paraformer"], {}) == ("paraformer", 3)
+    assert task_signals.task_model_and_batch("ping", [], {}) == ("", None)
+    assert task_signals.short_task_name("lexrerank.rerank") == "rerank"
 
 
 def test_vector_bytes_counts_array_data() -> None:
@@ -292,7 +301,7 @@ def test_vector_bytes_counts_array_data() -> None:
     paraformer_side = np.zeros((7, 384), dtype=np.float16)
     cnn_side = ArticleVectors(vector=np.zeros(128, dtype=np.float16),
                               sentence_weights=np.zeros(5, dtype=np.float32))
-    total = worker_metrics.vector_bytes([(paraformer_side, ["s"] * 7), (cnn_side, ["s"] * 5)])
+    total = vector_bytes([(paraformer_side, ["s"] * 7), (cnn_side, ["s"] * 5)])
     assert total == 7 * 384 * 2 + 128 * 2 + 5 * 4
 
 

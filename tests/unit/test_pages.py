@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.pages import STATIC_DIR, UI_PREFIX, public_paths
 from lexrerank.config import get_settings
 from tests.unit.opensearch_stub import stub_upstream
-from tests.unit.test_gateway_merge import StubWorkers, opensearch_stub
+from tests.unit.test_gateway_merge import StubRerankClient, opensearch_stub
 
 PAGES = {f"{UI_PREFIX}/": "search.html", f"{UI_PREFIX}/ops": "ops.html"}
 SCRIPTS = sorted(STATIC_DIR.glob("*.js"))
@@ -28,7 +28,7 @@ SCRIPTS = sorted(STATIC_DIR.glob("*.js"))
 def app_with(seen: list[httpx.Request], **overrides) -> TestClient:
     settings = replace(get_settings(), opensearch_url="http://opensearch.test", **overrides)
     upstream = stub_upstream(settings, opensearch_stub(seen))
-    return TestClient(create_app(settings, upstream=upstream, workers=StubWorkers()))
+    return TestClient(create_app(settings, upstream=upstream, rerank_client=StubRerankClient()))
 
 
 @pytest.mark.parametrize(("path", "name"), sorted(PAGES.items()))
