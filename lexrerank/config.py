@@ -105,6 +105,10 @@ class Settings:
     worker_metrics_port: int = 9108
     # Longest OpenSearch may stay silent on a proxied request (gateway/opensearch_upstream.py).
     upstream_timeout_s: int = 300
+    # The sentence encoder used when none is named (reranker.encoder); None: the default.
+    encoder: str | None = None
+    # Checkpoints that override the shipped weights (reranker.registry); None: shipped only.
+    model_dir: Path | None = None
 
     @property
     def opensearch_is_local(self) -> bool:
@@ -173,6 +177,9 @@ def get_settings() -> Settings:
         redis_ssl_cert_reqs=os.environ.get("LEXRERANK_REDIS_SSL_CERT_REQS") or "required",
         worker_metrics_port=_env_int("LEXRERANK_WORKER_METRICS_PORT", 9108),
         upstream_timeout_s=_env_int("LEXRERANK_UPSTREAM_TIMEOUT_S", 300),
+        encoder=os.environ.get("LEXRERANK_ENCODER") or None,
+        model_dir=Path(os.environ["LEXRERANK_MODEL_DIR"]) if os.environ.get(
+            "LEXRERANK_MODEL_DIR") else None,
     )
 
 

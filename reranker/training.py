@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lexrerank.errors import LexrerankError
 from reranker.attentive_cnn import AttentiveCNNReranker
-from reranker.paraformer import Paraformer, pad_sentence_vectors, state_fingerprint
+from reranker.errors import LexrerankError
+from reranker.paraformer import Paraformer, pad_sentence_vectors
+from reranker.types import state_fingerprint
 
 __all__ = ["TrainingExample", "TrainingReport", "mrr_of_gold", "train_reranker"]
 

@@ -21,7 +21,8 @@ from opensearchpy import OpenSearch
 
 from lexrerank.config import Settings, get_settings
 from lexrerank.errors import LexrerankError
-from reranker.registry import DEFAULT_NAME, MODEL_NAMES, resolve_name
+from reranker.model_names import DEFAULT_NAME, MODEL_NAMES
+from reranker.registry import resolve_name
 from worker import metrics as worker_metrics
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,15 @@ class ServiceCache:
                 from worker.device import child_device
 
                 start = time.perf_counter()
-                self._models[key] = load_reranker(checkpoint_path(name, language),
-                                                  device=child_device())
+                self._models[key] = load_reranker(
+                    checkpoint_path(name, language, self.settings.model_dir),
+                    device=child_device(), cache_dir=self.settings.cache_dir)
                 log.info("loaded model %s (%s) on %s in %.1fs", name, language,
                          getattr(self._models[key], "device", "cpu"),
                          time.perf_counter() - start)
                 # Metrics and presence name the model "default" stands for (e.g. ensemble).
-                worker_metrics.model_loaded(resolve_name(name, language), self._models[key])
+                worker_metrics.model_loaded(resolve_name(name, language, self.settings.model_dir),
+                                            self._models[key])
             return self._models[key]
 
     def language_of(self, index: str) -> str | None:

@@ -40,6 +40,9 @@ PRELOAD_ENV = "LEXRERANK_WORKER_PRELOAD"
 MAX_CANDIDATES = 1000
 MAX_EMBED_IDS = 10_000
 
+# Models never come from a hub: a worker started without the CLI stays offline too.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 def _guard(task: Task) -> None:
     if is_redelivered(task.request):

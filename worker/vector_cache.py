@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from indexer.article_vectors import index_meta
 from lexrerank.errors import LexrerankError
-from reranker.article_side import ArticleSide, Reranker, article_side_from_record
+from reranker.article_side import ArticleSide, article_side_from_record
+from reranker.types import Reranker
 
 
 class ArticleVectorCache:
