@@ -392,6 +392,15 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
+    """Write the whole SentenceTransformer directory; the marker file last."""
+    _write_weights(blob, dst)
+    _write_tokenizer(blob, dst)
+    _write_sentence_transformer_config(blob, dst)
+    _write_json(dst / EXPORT_MARKER, marker)  # last: its presence means "complete"
+
+
+def _write_weights(blob: _Blob, dst: Path) -> None:
+    """``model.safetensors`` (BERT state-dict names) and the transformer's ``config.json``."""
     from safetensors.numpy import save_file
 
     t = blob.tensors
@@ -430,6 +439,9 @@ def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
         "eos_token_id": blob.eos,
     })
 
+
+def _write_tokenizer(blob: _Blob, dst: Path) -> None:
+    """``tokenizer.json``, its config and the special tokens map."""
     _build_tokenizer(blob).save(str(dst / "tokenizer.json"))
     specials = _special_tokens(blob)
     _write_json(dst / "tokenizer_config.json", {
@@ -441,7 +453,10 @@ def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
     })
     _write_json(dst / "special_tokens_map.json", specials)
 
-    # the pre-v5 sentence-transformers layout, which v3 through v6 all load
+
+def _write_sentence_transformer_config(blob: _Blob, dst: Path) -> None:
+    """The pre-v5 sentence-transformers layout, which v3 through v6 all load: modules,
+    mean pooling, normalisation, the e5 prompts."""
     _write_json(dst / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling",
@@ -467,7 +482,6 @@ def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
     })
-    _write_json(dst / EXPORT_MARKER, marker)  # last: its presence means "complete"
 
 
 def _read_blob(variant: str, blob_path: Path | None) -> tuple[bytes, str, str]:
