@@ -13,8 +13,8 @@ built on first use are kept (``<cache_dir>/encoders/``: the multilingual encoder
 offline (``HF_HUB_OFFLINE=1``) is the entry points' job; loading here always passes
 ``local_files_only=True``.
 
-``sentence_transformers`` is imported lazily (it pulls in ``transformers``, several seconds),
-so importing this module stays cheap for processes that never load an encoder.
+``sentence_transformers`` is imported lazily (it pulls in ``transformers``, which is slow to
+import), so importing this module stays cheap for processes that never load an encoder.
 """
 
 from __future__ import annotations

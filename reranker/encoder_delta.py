@@ -1,8 +1,8 @@
 """A fine-tuned encoder shipped as a compact delta over a packaged base encoder.
 
-A fine-tuned MiniLM-L6 is 90 MB in float32, multilingual-e5-small 470 MB: too much to keep in
-a repository per language. Fine-tuning leaves the word embeddings frozen
-(:mod:`reranker.encoder_training`), so what changed is the transformer layers. A delta
+A fine-tuned encoder in float32 is too large to keep in a repository per language.
+Fine-tuning leaves the word embeddings frozen (:mod:`reranker.encoder_training`), so what
+changed is the transformer layers. A delta
 directory holds exactly those tensors, in float16, and the name and fingerprint of the base
 encoder they apply to::
 

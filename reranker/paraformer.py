@@ -149,7 +149,7 @@ class Paraformer:
         encoder_name: the name or path to record for an already-loaded ``encoder`` (needed
             when it was not loaded by ``load_encoder``).
         vector_dtype: dtype of the stored article vectors, "float16" (default; half the
-            storage, score change ~1e-5) or "float32".
+            storage, scores change very little) or "float32".
         device: defaults to the encoder's device.
     """
 
