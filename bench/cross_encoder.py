@@ -87,7 +87,7 @@ from lexrerank.opensearch_client import opensearch_client  # noqa: E402
 from lexrerank.training_job import Candidates, fetch_articles, first_stage  # noqa: E402
 from reranker.datasets import Query, read_queries  # noqa: E402
 from reranker.fusion import DevQuery, Fusion, ranked, tune_fusion  # noqa: E402
-from reranker.metrics import ranking_metrics, set_metrics  # noqa: E402
+from reranker.ir_metrics import ranking_metrics, set_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "coliee" / "train"

@@ -20,14 +20,15 @@ from lexrerank.opensearch_client import opensearch_client
 from reranker.datasets import read_queries
 from reranker.dense import passage
 from reranker.encoder import DEFAULT_ENCODER, MULTILINGUAL_ENCODER, resolve_encoder_path
-from reranker.metrics import ranking_metrics
+from reranker.ir_metrics import ranking_metrics
 
 ENCODERS = (DEFAULT_ENCODER, MULTILINGUAL_ENCODER)
 
 
 def _dense_metrics(encoder_name: str, corpus: dict, queries: Sequence, windows: dict
                    ) -> dict[str, float]:
-    encoder = frozen_encoder(resolve_encoder_path(encoder_name))
+    encoder = frozen_encoder(resolve_encoder_path(encoder_name,
+                                                  cache_dir=get_settings().cache_dir))
     needed = sorted({d for q in queries for d in windows[q.qid].doc_ids})
     docs = encoder.encode_document([passage(corpus[d].caption, corpus[d].sentences)
                                     for d in needed], batch_size=32, normalize_embeddings=True)

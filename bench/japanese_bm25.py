@@ -31,7 +31,7 @@ from indexer.parsers import parse_corpus
 from lexrerank.config import get_settings
 from lexrerank.opensearch_client import opensearch_client
 from reranker.fusion import FIRST_STAGE, SignalWindow
-from reranker.metrics import ranking_metrics
+from reranker.ir_metrics import ranking_metrics
 
 SCRATCH_INDEX = "lexrerank-bench-ja-bm25"
 DEPTH = 100

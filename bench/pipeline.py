@@ -86,7 +86,8 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
     worker_processes = worker_processes or default_processes()
 
     apply_torch_threads()  # the encode timings use the workers' thread setting
-    reranker = load_reranker(checkpoint_path(model))
+    reranker = load_reranker(checkpoint_path(model, model_dir=settings.model_dir),
+                             cache_dir=settings.cache_dir)
     result: dict[str, Any] = {"suite": "pipeline", "model": model, "index": index,
                               "window": window, "requests_per_phase": len(texts),
                               "timeout_ms": settings.rerank_timeout_ms,

@@ -54,7 +54,7 @@ from reranker.fusion import (
     ranked_by,
     tune_weights,
 )
-from reranker.metrics import ranking_metrics, set_metrics
+from reranker.ir_metrics import ranking_metrics, set_metrics
 
 SYSTEMS = {
     "bm25": (FIRST_STAGE,),

@@ -120,7 +120,7 @@ def encoder_key(base: str, examples: Sequence[TrainingExample], passages: Mappin
                 options: EncoderTrainingOptions) -> str:
     """A hash of everything a fine-tuned encoder depends on (see the module docstring)."""
     digest = hashlib.sha256()
-    digest.update(encoder_fingerprint(base).encode())
+    digest.update(encoder_fingerprint(base, cache_dir=get_settings().cache_dir).encode())
     digest.update(json.dumps(asdict(options), sort_keys=True).encode())
     for ex in examples:
         digest.update(json.dumps([ex.qid, ex.query, ex.positives, ex.candidates]).encode())
@@ -141,7 +141,8 @@ def fold_encoder(fold_name: str, base: str, examples: Sequence[TrainingExample],
         return out, json.loads(report_file.read_text(encoding="utf-8"))
     print(f"fine-tuning the encoder for {fold_name} ({len(examples)} queries)",
           file=sys.stderr)
-    model = load_encoder(resolve_encoder_path(base), device=None)
+    model = load_encoder(resolve_encoder_path(base, cache_dir=get_settings().cache_dir),
+                         device=None)
     report = finetune_encoder(model, examples, passages, options, articles=articles,
                               base_name=base, show_progress=show_progress).to_dict()
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -29,6 +29,7 @@ import torch
 
 from bench.quality_data import CorpusArticle, Window, training_examples
 from bench.quality_folds import Fold, encoder_cache_root, fold_encoder
+from lexrerank.config import get_settings
 from reranker.checkpoint import load_reranker, save_checkpoint
 from reranker.dense import passage
 from reranker.encoder import (
@@ -129,7 +130,9 @@ def train_fold(fold: Fold, corpus: Mapping[str, CorpusArticle], windows: Mapping
     sentences = {d: list(a.sentences) for d, a in corpus.items()}
     train = _examples(fold.train, windows, corpus)
     dev = _examples(fold.dev, windows, corpus)
-    encoder_dir, report = Path(resolve_encoder_path(base_encoder)), {"seconds": 0.0}
+    cache_dir = get_settings().cache_dir
+    encoder_dir = Path(resolve_encoder_path(base_encoder, cache_dir=cache_dir))
+    report: dict = {"seconds": 0.0}
     if {"dense", "paraformer"} & set(models) and encoder_options is not None:
         encoder_dir, report = fold_encoder(
             fold.name, base_encoder, train, passages, encoder_options,
@@ -154,13 +157,15 @@ def train_fold(fold: Fold, corpus: Mapping[str, CorpusArticle], windows: Mapping
         from reranker.attentive_cnn import AttentiveCNNReranker
 
         attentive_cnn_dir = _head_dir("attentive-cnn", fold, [
-            encoder_fingerprint(base_encoder), options_key, *train_key, "dev", *dev_key])
+            encoder_fingerprint(base_encoder, cache_dir=cache_dir), options_key, *train_key,
+            "dev", *dev_key])
         if not (attentive_cnn_dir / "config.json").is_file():
             print(f"{fold.name}: training the Attentive CNN", file=sys.stderr)
             # The vocabulary is the corpus' own words (the language of the fold).
             texts = [s for sents in sentences.values() for s in sents]
-            model = AttentiveCNNReranker.from_corpus(texts + [q.text for q in fold.train],
-                                                     base_encoder)
+            model = AttentiveCNNReranker.from_corpus(
+                texts + [q.text for q in fold.train],
+                load_encoder(base_encoder, device="cpu", cache_dir=cache_dir))
             _train_head(attentive_cnn_dir, model, fold, train, dev, sentences,
                         head_options.attentive_cnn_epochs,
                         head_options.attentive_cnn_negatives, head_options, show_progress)
@@ -201,7 +206,7 @@ def window_scores(models: FoldModels, queries: Sequence, windows: Mapping[str, W
                        ("attentive-cnn", models.attentive_cnn_dir)):
         if name not in names or path is None:
             continue
-        model = load_reranker(path, device="cpu")
+        model = load_reranker(path, device="cpu", cache_dir=get_settings().cache_dir)
         if isinstance(model, Paraformer):  # share the memoised encoder of its directory
             model.encoder = frozen_encoder(encoder_source(model.encoder) or model.encoder_name)
         encoded = dict(zip(needed, model.encode_articles(

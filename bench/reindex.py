@@ -196,7 +196,8 @@ def run(articles: int = 100_000, model: str = "paraformer", chunk_size: int = 20
         worker.start()
         worker_ready_s = time.monotonic() - start
         apply_torch_threads()  # the workers' torch threads per process
-        loaded = load_reranker(checkpoint_path(model))
+        loaded = load_reranker(checkpoint_path(model, model_dir=get_settings().model_dir),
+                               cache_dir=get_settings().cache_dir)
         sentences = [s for line in corpus.open(encoding="utf-8")
                      for s in json.loads(line)["sentences"]]
         # The same sentences (a seeded sample when there are many), before and after the job:

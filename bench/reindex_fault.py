@@ -156,7 +156,8 @@ def _without_vectors(client: Any, alias: str, model: str) -> int | None:
 
     if not client.indices.exists(index=alias):
         return None
-    version = read_config(checkpoint_path(model)).get("model_version")
+    config = read_config(checkpoint_path(model, model_dir=get_settings().model_dir))
+    version = config.get("model_version")
     return len(lacking_ids(client, alias, version))
 
 

@@ -126,7 +126,8 @@ def build(language: str = "en", out: Path | None = None, index: str | None = Non
     recipe = RECIPES[language]
     index = index or recipe.index
     out = out or Path(__file__).resolve().parents[1] / "reranker" / "weights" / language
-    client = opensearch_client(get_settings())
+    settings = get_settings()
+    client = opensearch_client(settings)
     corpus = read_corpus(client, index)
     fold, windows = _release_fold(language, recipe, client)
     trained = train_fold(fold, corpus, windows, recipe.base_encoder, recipe.encoder_options,
@@ -147,11 +148,12 @@ def build(language: str = "en", out: Path | None = None, index: str | None = Non
         stage.mkdir()
         if recipe.encoder_options is not None:
             save_delta(load_encoder(str(trained.encoder_dir), device="cpu"),
-                       recipe.base_encoder, stage / "encoder")
-            encoder_name, fingerprint = "../encoder", encoder_fingerprint(stage / "encoder")
+                       recipe.base_encoder, stage / "encoder", cache_dir=settings.cache_dir)
+            encoder_name = "../encoder"
+            fingerprint = encoder_fingerprint(stage / "encoder", cache_dir=settings.cache_dir)
         else:  # the frozen base encoder, by its portable name
             encoder_name = recipe.base_encoder
-            fingerprint = encoder_fingerprint(recipe.base_encoder)
+            fingerprint = encoder_fingerprint(recipe.base_encoder, cache_dir=settings.cache_dir)
         for name, source in (("paraformer", trained.paraformer_dir),
                              ("attentive-cnn", trained.attentive_cnn_dir)):
             fusion, policy, dev_f2 = chosen[name]
@@ -166,7 +168,8 @@ def build(language: str = "en", out: Path | None = None, index: str | None = Non
             _write_head(source, stage / name, updates)
         fusion, policy, dev_f2 = chosen["dense"]
         dense = DenseReranker(load_encoder(str(stage / "encoder") if encoder_name == "../encoder"
-                                           else encoder_name, device="cpu"))
+                                           else encoder_name, device="cpu",
+                                           cache_dir=settings.cache_dir))
         save_checkpoint(stage / "dense", dense, {
             "languages": [language], "fusion": Fusion(fusion.as_dict.get(FIRST_STAGE, 0.0))
             .to_dict(), "cutoff": policy.to_dict(), "metrics": {"dev_f2": round(dev_f2, 4)},

@@ -24,7 +24,6 @@ Run it with ``lexrerank serve`` (uvicorn; ``create_app`` is the factory).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import urllib.parse
@@ -96,7 +95,7 @@ def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream
     plain OpenSearch requests straight through and everything else to the FastAPI routes.
     """
     settings = settings or get_settings()
-    setup_logging(os.environ.get("LEXRERANK_LOG_LEVEL", "info"))
+    setup_logging(settings.log_level)
     opensearch = upstream or OpenSearchUpstream(settings)
     limits = Limits.from_settings(settings)
     app = FastAPI(title="lexrerank gateway", docs_url=None, redoc_url=None, openapi_url=None,

@@ -33,11 +33,7 @@ from gateway.request_body import (
     may_hold_surrogates,
 )
 from lexrerank.config import Settings, default_of
-
-# The shipped reranker names (``reranker.registry.MODEL_NAMES``; importing ``reranker`` here
-# would pull torch into the gateway; a unit test keeps the two equal).
-SHIPPED_MODELS = ("ensemble", "paraformer", "attentive-cnn", "dense")
-
+from reranker.model_names import MODEL_NAMES as SHIPPED_MODELS  # torch-free: names only
 
 #: The settings (``lexrerank.config``) a :class:`Limits` carries, with the same names.
 LIMIT_SETTINGS = ("max_body_bytes", "max_proxy_body_bytes", "max_json_depth", "max_query_chars",

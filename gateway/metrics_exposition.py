@@ -9,8 +9,6 @@ as prometheus-client documents. The directory must be set before
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -21,14 +19,12 @@ from prometheus_client import (
 from redis import Redis
 
 from gateway.scrape_collectors import QueueDepthCollector, ReindexCollector, scrape_redis
-from lexrerank.config import Settings
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from lexrerank.config import Settings, get_settings
 
 
 def process_registry() -> CollectorRegistry:
     """The registry holding the process's metrics, merged across processes when needed."""
-    if os.environ.get(MULTIPROC_ENV):
+    if get_settings().prometheus_multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return registry

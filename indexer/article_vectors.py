@@ -21,7 +21,8 @@ from opensearchpy.helpers import scan, streaming_bulk
 from tqdm import tqdm
 
 from lexrerank.errors import LexrerankError
-from reranker.article_side import Reranker, precompute_articles
+from reranker.article_side import precompute_articles
+from reranker.types import Reranker
 
 
 @dataclass

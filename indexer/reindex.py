@@ -81,11 +81,12 @@ class ModelSpec:
     weights_sha256: str | None
 
     @classmethod
-    def from_checkpoint(cls, name: str, language: str | None = None) -> ModelSpec:
+    def from_checkpoint(cls, name: str, language: str | None = None,
+                        model_dir: Path | None = None) -> ModelSpec:
         from reranker.checkpoint import read_config
         from reranker.registry import checkpoint_path
 
-        config = read_config(checkpoint_path(name, language))
+        config = read_config(checkpoint_path(name, language, model_dir))
         if not config.get("model_version") or not config.get("kind"):
             raise LexrerankError(f"checkpoint of {name!r} records no kind/model_version; "
                                  "re-save it with `lexrerank train`")
@@ -255,8 +256,11 @@ class ReindexJob:
         # The models trained for the corpus' language; an ensemble needs its members' vectors.
         from reranker.registry import member_names
 
-        names = [m for name in opts.models for m in member_names(name, source.language)]
-        models = [ModelSpec.from_checkpoint(m, source.language) for m in dict.fromkeys(names)]
+        model_dir = self.settings.model_dir
+        names = [m for name in opts.models
+                 for m in member_names(name, source.language, model_dir)]
+        models = [ModelSpec.from_checkpoint(m, source.language, model_dir)
+                  for m in dict.fromkeys(names)]
 
         migrate_from = None
         if is_concrete_index(self.client, opts.alias):

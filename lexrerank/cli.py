@@ -150,7 +150,7 @@ def index(
         return
     from reranker.registry import available_models
 
-    if not available_models(lang):
+    if not available_models(lang, settings.model_dir):
         out.print(f"no reranker is trained for {lang} statutes: the index is searched with "
                   "BM25 only (train one: docs/training.md)")
         return
@@ -273,8 +273,9 @@ def evaluate(
 
             # The model's tuned cut-off, from its checkpoint config (the model is not loaded).
             default_cutoff = CutoffPolicy.from_dict(
-                read_config(checkpoint_path(reranker, _language_of(name))).get("cutoff",
-                                                            CutoffPolicy().to_dict()))
+                read_config(checkpoint_path(reranker, _language_of(name),
+                                            get_settings().model_dir)).get(
+                    "cutoff", CutoffPolicy().to_dict()))
         results, model_version = run_queries_via_gateway(via_gateway, name, query_set,
                                                          reranker, window,
                                                          show_progress=progress)
@@ -386,9 +387,11 @@ def embed_models(client: OpenSearch, index: str, model: str, show_progress: bool
     from reranker.registry import checkpoint_path, member_names
 
     language = index_language(client, index)
+    settings = get_settings()
     lines, encoders = [], {}
-    for name in member_names(model, language):
-        loaded = load_reranker(checkpoint_path(name, language), encoders=encoders)
+    for name in member_names(model, language, settings.model_dir):
+        loaded = load_reranker(checkpoint_path(name, language, settings.model_dir),
+                               encoders=encoders, cache_dir=settings.cache_dir)
         check_language(loaded.checkpoint_config, name, index, language)
         report = embed_index(client, index, loaded, show_progress=show_progress)
         lines.append(f"{report.index}: vectors of {loaded.kind} {report.model_version} for "
@@ -418,7 +421,7 @@ def serve(
     """Run the OpenSearch-compatible gateway (reranks `_search` with search_pipeline=lexrerank)."""
     import uvicorn
 
-    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers > 1 or get_settings().prometheus_multiproc_dir:
         from lexrerank.prometheus_dir import prepare_multiproc_dir
 
         prepare_multiproc_dir("gateway")  # /metrics merges the uvicorn workers' values

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from gateway.first_stage import Hit, search_bm25
 from reranker.cutoff import CutoffPolicy
 from reranker.datasets import Query
-from reranker.metrics import ranking_metrics, set_metrics
+from reranker.ir_metrics import ranking_metrics, set_metrics
 
 FIRST_STAGE_DEPTH = 100
 # Rerank function: (query text, first-stage hits in the window) -> [(doc_id, score)] best first.

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lexrerank.config import get_settings
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -22,7 +24,7 @@ def prepare_multiproc_dir(kind: str) -> Path:
     A directory given in ``PROMETHEUS_MULTIPROC_DIR`` is used and emptied of metric files
     (give each server its own); otherwise a fresh private one is created.
     """
-    given = os.environ.get(MULTIPROC_ENV)
+    given = get_settings().prometheus_multiproc_dir
     if given:
         path = Path(given)
         path.mkdir(parents=True, exist_ok=True)

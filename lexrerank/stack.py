@@ -96,8 +96,9 @@ def opensearch_home(settings: Settings) -> Path:
 
 
 def _java_home() -> str:
-    if os.environ.get("OPENSEARCH_JAVA_HOME"):
-        return os.environ["OPENSEARCH_JAVA_HOME"]
+    java_home = get_settings().opensearch_java_home
+    if java_home:
+        return java_home
     java = shutil.which("java")
     if not java:
         raise LexrerankError("no Java runtime found: run `make setup` (installs openjdk-17)")

@@ -21,13 +21,14 @@ from tqdm import tqdm
 
 from gateway.first_stage import search_bm25
 from indexer.article_vectors import index_language
+from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
-from reranker.article_side import Reranker
 from reranker.checkpoint import read_config, save_checkpoint
 from reranker.cutoff import CutoffPolicy
 from reranker.datasets import Query
 from reranker.fusion import DevQuery, Fusion, tune_fusion
 from reranker.training import TrainingExample, train_reranker
+from reranker.types import Reranker
 
 Candidates = dict[str, list[tuple[str, float]]]
 
@@ -85,16 +86,23 @@ def dev_windows(model: Reranker, queries: Sequence[Query], candidates: Candidate
 
 def build_model(options: TrainOptions, articles: dict[str, list[str]],
                 queries: Sequence[Query]) -> Reranker:
+    from reranker.encoder import load_encoder
+
+    settings = get_settings()
     if options.model == "paraformer":
         from reranker.paraformer import Paraformer
 
-        return Paraformer(options.encoder, finetune_encoder=options.finetune_encoder)
+        return Paraformer(load_encoder(options.encoder, default=settings.encoder,
+                                       cache_dir=settings.cache_dir),
+                          finetune_encoder=options.finetune_encoder)
     if options.model == "attentive-cnn":
         from reranker.attentive_cnn import AttentiveCNNReranker
 
         texts = [s for sentences in articles.values() for s in sentences]
-        return AttentiveCNNReranker.from_corpus(texts + [q.text for q in queries],
-                                                options.encoder)
+        return AttentiveCNNReranker.from_corpus(
+            texts + [q.text for q in queries],
+            load_encoder(options.encoder, device="cpu", default=settings.encoder,
+                         cache_dir=settings.cache_dir))
     raise LexrerankError(f"unknown model {options.model!r}: paraformer or attentive-cnn")
 
 

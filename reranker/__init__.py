@@ -1,67 +1,26 @@
-"""Rerankers for statute search: Paraformer and Attentive CNN (a pure library).
+"""Rerankers for statute search: Paraformer, Attentive CNN, dense, ensembles (a pure library).
 
-Nothing here talks to OpenSearch or Celery. Importing the package loads torch only; the
-sentence encoder (``sentence_transformers``) is imported when a model is first built.
+Nothing here talks to OpenSearch or Celery, and nothing imports the CLI or the services
+(``lexrerank``, ``gateway``, ``worker``, ``indexer``); settings arrive as arguments. Importing
+the package imports nothing: :mod:`reranker.model_names` and :mod:`reranker.errors` stay
+torch-free for the gateway; the model modules load torch, and the sentence encoder
+(``sentence_transformers``) is imported when a model is first built.
+
+Where things live: base types shared by every model (:class:`~reranker.types.RerankOutput`,
+:class:`~reranker.types.EncodedQuery`, the :class:`~reranker.types.Reranker` protocol,
+fingerprints) in :mod:`reranker.types`; one model per module (:mod:`reranker.paraformer`,
+:mod:`reranker.attentive_cnn`, :mod:`reranker.dense`, :mod:`reranker.ensemble`); loading and
+saving in :mod:`reranker.checkpoint`; names -> checkpoint directories in
+:mod:`reranker.registry`; the encoder in :mod:`reranker.encoder`; exceptions in
+:mod:`reranker.errors`.
 
 Typical use::
 
-    from reranker import Paraformer, load_reranker
+    from reranker.checkpoint import load_reranker
+    from reranker.paraformer import Paraformer
 
     model = Paraformer()                         # default encoder, fresh head
     vectors = model.encode_articles(sentences)   # once per article, stored with the index
     out = model.rerank("query text", [vectors[i] for i in candidate_rows])
     out.scores, out.weights                      # [N] float32, per-article sentence weights
 """
-
-from reranker.attentive_cnn import (
-    ArticleVectors,
-    AttentiveCNN,
-    AttentiveCNNReranker,
-    WordVocab,
-    init_embeddings_from_encoder,
-)
-from reranker.checkpoint import KINDS, load_reranker, read_config, save_checkpoint
-from reranker.encoder import (
-    DEFAULT_ENCODER,
-    ENCODER_ENV,
-    encoder_fingerprint,
-    load_encoder,
-    max_query_tokens,
-    resolve_encoder_path,
-    truncate_query,
-)
-from reranker.paraformer import EncodedQuery, Paraformer, ParaformerHead, RerankOutput
-from reranker.sparsemax import masked_softmax, sparsemax
-from reranker.training import TrainingExample, TrainingReport, mrr_of_gold, train_reranker
-
-Reranker = Paraformer | AttentiveCNNReranker
-
-__all__ = [
-    "DEFAULT_ENCODER",
-    "ENCODER_ENV",
-    "KINDS",
-    "ArticleVectors",
-    "AttentiveCNN",
-    "AttentiveCNNReranker",
-    "EncodedQuery",
-    "Paraformer",
-    "ParaformerHead",
-    "Reranker",
-    "RerankOutput",
-    "TrainingExample",
-    "TrainingReport",
-    "WordVocab",
-    "encoder_fingerprint",
-    "init_embeddings_from_encoder",
-    "load_encoder",
-    "load_reranker",
-    "masked_softmax",
-    "max_query_tokens",
-    "mrr_of_gold",
-    "read_config",
-    "resolve_encoder_path",
-    "save_checkpoint",
-    "sparsemax",
-    "train_reranker",
-    "truncate_query",
-]

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from lexrerank.errors import LexrerankError
-from reranker.attentive_cnn import ArticleVectors, AttentiveCNNReranker
+from reranker.attentive_cnn import ArticleVectors
 from reranker.dense import DenseReranker
+from reranker.errors import LexrerankError
 from reranker.paraformer import Paraformer
+from reranker.types import Reranker
 
-Reranker = Paraformer | AttentiveCNNReranker | DenseReranker
 ArticleSide = np.ndarray | ArticleVectors
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 

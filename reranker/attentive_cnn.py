@@ -11,6 +11,10 @@ Score = cos(query, article) * exp(log_scale) (a learned temperature, init 10). L
 makes the score a bounded cosine scaled to logit range: the listwise loss can train it, fusion
 with BM25 sees a stable scale, and the stored vectors also work for cosine kNN.
 
+The layers live in their own modules: the vocabulary and tokeniser in
+:mod:`reranker.word_vocab`, the attention pooling in :mod:`reranker.additive_attention`, the
+tower in :mod:`reranker.attentive_cnn_tower`; this module is the serving wrapper.
+
 The sentence attention does not look at the query, so an article's vector and its sentence
 weights (the evidence) are computed once per article at index time
 (:meth:`AttentiveCNNReranker.encode_articles`) and a rerank is one query encoding plus N dot
@@ -20,271 +24,23 @@ products.
 from __future__ import annotations
 
 import json
-import math
-import re
-import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from lexrerank.errors import LexrerankError
-from reranker.paraformer import (
-    VECTOR_DTYPES,
-    EncodedQuery,
-    RerankOutput,
-    eval_mode,
-    state_fingerprint,
-)
-from reranker.sparsemax import masked_softmax, sparsemax
+from reranker.attentive_cnn_tower import AttentiveCNN, init_embeddings_from_encoder
+from reranker.errors import LexrerankError
+from reranker.types import VECTOR_DTYPES, EncodedQuery, RerankOutput, eval_mode, state_fingerprint
+from reranker.word_vocab import WordVocab, split_query_sentences
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = [
-    "AdditiveAttention",
-    "ArticleVectors",
-    "AttentiveCNN",
-    "AttentiveCNNReranker",
-    "WordVocab",
-    "init_embeddings_from_encoder",
-    "split_sentences",
-]
-
-# Han ideographs and kana: Japanese/Chinese do not separate words with spaces, so each
-# character is one token. Hangul is space-separated and stays in \w+ runs.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
-_TOKEN_RE = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+")
-# Sentence ends for queries given as one string: Latin and CJK full stops, ?, !, newlines.
-_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\n+")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split a query string into sentences (light rules; the same for training and serving)."""
-    parts = [p.strip() for p in _SENTENCE_RE.split(text)]
-    return [p for p in parts if p] or [text.strip()]
-
-
-class WordVocab:
-    """A word vocabulary with language-agnostic tokenisation.
-
-    Tokenisation: Unicode NFC (Vietnamese text arrives both composed and decomposed), lower
-    case, then regex ``\\w+`` words, with every CJK character its own token. Id 0 is padding,
-    id 1 is unknown.
-    """
-
-    PAD, UNK = 0, 1
-    PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
-    FORMAT = "lexrerank.word_vocab/1"
-
-    def __init__(self, tokens: Sequence[str]) -> None:
-        if list(tokens[:2]) != [self.PAD_TOKEN, self.UNK_TOKEN]:
-            raise LexrerankError("a WordVocab's first two tokens must be '<pad>' and '<unk>'")
-        self.tokens: list[str] = list(tokens)
-        self.index: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
-        if len(self.index) != len(self.tokens):
-            raise LexrerankError("a WordVocab must not contain duplicate tokens")
-
-    @staticmethod
-    def tokenize(text: str) -> list[str]:
-        """Split text into lower-case word tokens (CJK: one character per token)."""
-        return _TOKEN_RE.findall(unicodedata.normalize("NFC", text).lower())
-
-    @classmethod
-    def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: int = 50000) -> WordVocab:
-        """Keep the ``max_size - 2`` most frequent tokens seen at least ``min_freq`` times.
-
-        Ties break alphabetically so the same corpus always gives the same ids.
-        """
-        counts = Counter(tok for text in texts for tok in cls.tokenize(text))
-        ranked = sorted((c, t) for t, c in counts.items() if c >= min_freq)
-        ranked.sort(key=lambda ct: (-ct[0], ct[1]))
-        kept = [t for _, t in ranked[: max(max_size - 2, 0)]]
-        return cls([cls.PAD_TOKEN, cls.UNK_TOKEN, *kept])
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __contains__(self, token: str) -> bool:
-        return token in self.index
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, WordVocab) and other.tokens == self.tokens
-
-    def ids(self, text: str, max_tokens: int | None = None) -> list[int]:
-        """Token ids of ``text`` (unknown words -> 1), cut to ``max_tokens``."""
-        toks = self.tokenize(text)
-        if max_tokens is not None:
-            toks = toks[:max_tokens]
-        return [self.index.get(t, self.UNK) for t in toks]
-
-    def to_json(self) -> str:
-        """A JSON document (no pickle) that :meth:`from_json` reads back."""
-        return json.dumps({"format": self.FORMAT, "tokens": self.tokens}, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, data: str | dict) -> WordVocab:
-        obj = json.loads(data) if isinstance(data, str) else data
-        if not isinstance(obj, dict) or obj.get("format") != cls.FORMAT:
-            raise LexrerankError(f"not a word vocabulary (expected format {cls.FORMAT!r})")
-        return cls(obj["tokens"])
-
-
-def _input_embeddings(sentence_transformer: SentenceTransformer) -> Tensor:
-    hf_model = getattr(sentence_transformer, "transformers_model", None)
-    if hf_model is None:
-        hf_model = sentence_transformer[0].auto_model
-    return hf_model.get_input_embeddings().weight.detach().float().cpu()
-
-
-def init_embeddings_from_encoder(
-    vocab: WordVocab, sentence_transformer: SentenceTransformer, seed: int = 0
-) -> Tensor:
-    """Initial word embeddings [V, E] from the encoder's input (word-piece) embeddings.
-
-    A word that is one token of the encoder's tokenizer takes that token's embedding; a word
-    split into several pieces takes their mean (unknown pieces skipped); the rest (and
-    ``<unk>``) get N(0, 0.02) like BERT's own initialisation; ``<pad>`` is 0. E is the
-    encoder's hidden size (384 for MiniLM).
-    """
-    table = _input_embeddings(sentence_transformer)
-    tokenizer = sentence_transformer.tokenizer
-    unk_id = tokenizer.unk_token_id
-    gen = torch.Generator().manual_seed(seed)
-    out = torch.randn(len(vocab), table.shape[1], generator=gen) * 0.02
-    out[WordVocab.PAD] = 0.0
-    words = vocab.tokens[2:]
-    if words:
-        pieces = tokenizer(words, add_special_tokens=False)["input_ids"]
-        for i, ids in enumerate(pieces, start=2):
-            known = [j for j in ids if j != unk_id]
-            if known:
-                out[i] = table[known].mean(dim=0)
-    return out
-
-
-class AdditiveAttention(nn.Module):
-    """Bahdanau attention pooling with a learned context vector v.
-
-    u_t = v^T tanh(W h_t + b); weights = softmax or sparsemax of u over real positions.
-
-    Args:
-        dim: size C of the inputs h_t.
-        attention_dim: size of the tanh layer.
-        normalizer: "softmax" (dense, for words) or "sparsemax" (sparse, for sentences).
-    """
-
-    def __init__(self, dim: int, attention_dim: int, normalizer: str = "softmax") -> None:
-        super().__init__()
-        if normalizer not in ("softmax", "sparsemax"):
-            raise ValueError(f"normalizer must be 'softmax' or 'sparsemax', not {normalizer!r}")
-        self.proj = nn.Linear(dim, attention_dim)
-        self.context = nn.Linear(attention_dim, 1, bias=False)
-        self.normalizer = normalizer
-
-    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Pool h [..., T, C] over T with mask [..., T] -> (pooled [..., C], weights [..., T])."""
-        scores = self.context(torch.tanh(self.proj(h))).squeeze(-1)
-        norm = sparsemax if self.normalizer == "sparsemax" else masked_softmax
-        weights = norm(scores, mask, dim=-1)
-        return (weights.unsqueeze(-1) * h).sum(dim=-2), weights
-
-
-class AttentiveCNN(nn.Module):
-    """The hierarchical tower (see the module docstring).
-
-    Args:
-        vocab_size: V, including pad and unk.
-        embedding_dim: E (the encoder's hidden size when initialised from it).
-        channels: C, the convolution's output channels = the vector size H.
-        kernel_size: odd width of the word convolution.
-        attention_dim: size of both attention layers' tanh layer.
-        dropout: on word embeddings (training only).
-        init_scale: initial temperature multiplying the cosine.
-    """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        embedding_dim: int = 384,
-        channels: int = 256,
-        kernel_size: int = 3,
-        attention_dim: int = 128,
-        dropout: float = 0.1,
-        init_scale: float = 10.0,
-    ) -> None:
-        super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError("kernel_size must be odd so the convolution keeps the length")
-        self.config = {
-            "vocab_size": vocab_size,
-            "embedding_dim": embedding_dim,
-            "channels": channels,
-            "kernel_size": kernel_size,
-            "attention_dim": attention_dim,
-            "dropout": dropout,
-            "init_scale": init_scale,
-        }
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=WordVocab.PAD)
-        self.dropout = nn.Dropout(dropout)
-        # Zero padding of the convolution equals the zero embeddings of <pad>, so a sentence's
-        # vector does not depend on how much padding its batch has.
-        self.conv = nn.Conv1d(embedding_dim, channels, kernel_size, padding=kernel_size // 2)
-        self.word_attention = AdditiveAttention(channels, attention_dim, "softmax")
-        self.sentence_attention = AdditiveAttention(channels, attention_dim, "sparsemax")
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
-
-    @property
-    def channels(self) -> int:
-        return self.config["channels"]
-
-    def encode(
-        self, token_ids: Tensor, word_mask: Tensor, sentence_mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Encode B texts.
-
-        Args:
-            token_ids: LongTensor [B, L, T] word ids (0 = pad).
-            word_mask: BoolTensor [B, L, T], True for real words.
-            sentence_mask: BoolTensor [B, L], True for real sentences.
-        Returns:
-            ``(vectors [B, C] L2-normalised, sentence_weights [B, L])``; a sentence without
-            words, and padding, get weight 0; a text without words gets the zero vector.
-        """
-        b, n_sent, _ = token_ids.shape
-        sentence_mask = sentence_mask & word_mask.any(dim=-1)
-        flat_mask = sentence_mask.reshape(-1)
-        rows = flat_mask.nonzero(as_tuple=True)[0]
-        sentences = torch.zeros(b * n_sent, self.channels, device=token_ids.device)
-        if rows.numel():
-            # Only real sentences go through the convolution, trimmed to their longest one:
-            # padding sentences are most of a batch of articles of uneven length.
-            ids = token_ids.reshape(b * n_sent, -1)[rows]
-            wmask = word_mask.reshape(b * n_sent, -1)[rows]
-            t_max = int(wmask.sum(dim=-1).max())
-            ids, wmask = ids[:, :t_max], wmask[:, :t_max]
-            x = self.dropout(self.embedding(ids)) * wmask.unsqueeze(-1)
-            # tanh, not ReLU: signed features let unrelated texts start near cosine 0; with
-            # ReLU every vector lies in the positive orthant and all cosines start near 1.
-            h = torch.tanh(self.conv(x.transpose(1, 2))).transpose(1, 2)  # [R, T, C]
-            pooled, _ = self.word_attention(h, wmask)
-            sentences = sentences.to(pooled.dtype).index_copy(0, rows, pooled)
-        sentences = sentences.view(b, n_sent, self.channels)
-        vectors, weights = self.sentence_attention(sentences, sentence_mask)
-        return F.normalize(vectors, dim=-1), weights
-
-    @property
-    def scale(self) -> Tensor:
-        return self.log_scale.exp()
-
-    def score(self, queries: Tensor, articles: Tensor) -> Tensor:
-        """Scaled cosine: queries [..., C] x articles [N, C] -> scores [..., N]."""
-        return (queries @ articles.transpose(-1, -2)) * self.scale
+__all__ = ["ArticleVectors", "AttentiveCNNReranker"]
 
 
 @dataclass(frozen=True)
@@ -374,7 +130,8 @@ class AttentiveCNNReranker:
 
         Args:
             texts: the corpus (article sentences; adding training queries is fine).
-            encoder: a SentenceTransformer or name/path (None = the configured default);
+            encoder: a SentenceTransformer or name/path (None = the default encoder; one that
+                is built into a cache must be passed loaded, ``load_encoder(..., cache_dir=)``);
                 only its input embeddings and tokenizer are used.
             kwargs: forwarded to the constructor (max_sentences, max_words, device, ...).
         """
@@ -477,7 +234,7 @@ class AttentiveCNNReranker:
     @staticmethod
     def query_sentences(query: str | Sequence[str]) -> list[str]:
         """A query string is split into sentences; a list is taken as given."""
-        return split_sentences(query) if isinstance(query, str) else list(query)
+        return split_query_sentences(query) if isinstance(query, str) else list(query)
 
     # -- encoding -------------------------------------------------------------------------
 

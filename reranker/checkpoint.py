@@ -28,36 +28,46 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from lexrerank.errors import LanguageMismatch, LexrerankError
-from reranker.attentive_cnn import AttentiveCNN, AttentiveCNNReranker, WordVocab
+from reranker.attentive_cnn import AttentiveCNNReranker
+from reranker.attentive_cnn_tower import AttentiveCNN
 from reranker.cutoff import CutoffPolicy
 from reranker.dense import DenseReranker
 from reranker.encoder import encoder_fingerprint, load_encoder, resolve_encoder_path
 from reranker.ensemble import Ensemble
+from reranker.errors import LanguageMismatch, LexrerankError
 from reranker.fusion import WeightedFusion
 from reranker.paraformer import Paraformer, ParaformerHead
+from reranker.word_vocab import WordVocab
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["CONFIG_FILE", "KINDS", "WEIGHTS_FILE", "check_language", "load_reranker",
-           "model_languages", "save_checkpoint", "save_ensemble"]
+__all__ = ["CONFIG_FILE", "RERANKER_KINDS", "WEIGHTS_FILE", "check_language", "load_reranker",
+           "model_languages", "read_config", "save_checkpoint", "save_ensemble"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.json"
 ENCODER_DIR = "encoder"
 FORMAT_VERSION = 1
-KINDS = ("paraformer", "attentive-cnn", "dense", "ensemble")
+#: The reranker kinds a checkpoint's ``config.json`` may name.
+RERANKER_KINDS = ("paraformer", "attentive-cnn", "dense", "ensemble")
 FREE_SECTIONS = ("fusion", "cutoff", "training", "metrics")
 
-Reranker = Paraformer | AttentiveCNNReranker | DenseReranker | Ensemble
+CacheDir = str | os.PathLike | None
+
+#: What :func:`save_checkpoint` writes (weights + config); an ensemble is saved by
+#: :func:`save_ensemble`.
+SavableModel = Paraformer | AttentiveCNNReranker | DenseReranker
+#: What :func:`load_reranker` returns.
+LoadedModel = Paraformer | AttentiveCNNReranker | DenseReranker | Ensemble
 
 
 def _sha256(path: Path) -> str:
@@ -86,7 +96,7 @@ def _write_text(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def _state_for(model: Reranker) -> dict[str, torch.Tensor]:
+def _state_for(model: SavableModel) -> dict[str, torch.Tensor]:
     if isinstance(model, DenseReranker):
         return {}  # nothing trained beside its encoder
     module = model.head if isinstance(model, Paraformer) else model.model
@@ -95,7 +105,7 @@ def _state_for(model: Reranker) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    out_dir: str | os.PathLike, model: Reranker, config: dict | None = None
+    out_dir: str | os.PathLike, model: SavableModel, config: dict | None = None
 ) -> Path:
     """Write ``model`` and ``config`` as a checkpoint directory, atomically.
 
@@ -110,6 +120,27 @@ def save_checkpoint(
         The checkpoint directory.
     """
     out = Path(out_dir).expanduser().resolve()
+    _check_savable(out, model)
+    user = _json_config(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        document, fingerprint = _write_checkpoint_files(tmp, model, user)
+        _replace_directory(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if isinstance(model, Paraformer) and model.finetune_encoder:
+        # The saved directory now defines the encoder's version (see Paraformer docs).
+        model.encoder_fingerprint = fingerprint
+        model.encoder_name = str(out / ENCODER_DIR)
+    model.checkpoint_config = document
+    return out
+
+
+def _check_savable(out: Path, model: object) -> None:
+    """Refuse a model that has no checkpoint format, and a target that is not a checkpoint."""
     if not isinstance(model, (Paraformer, AttentiveCNNReranker, DenseReranker)):
         raise LexrerankError(
             f"cannot save a {type(model).__name__}: expected Paraformer, AttentiveCNNReranker "
@@ -122,70 +153,74 @@ def save_checkpoint(
         raise LexrerankError(
             f"{out} exists and is not a lexrerank checkpoint; choose a new or empty directory"
         )
+
+
+def _json_config(config: dict | None) -> dict:
+    """A copy of the caller's config, checked to be JSON before anything touches the disk."""
     user = dict(config or {})
-    # Serialise early: a config that is not JSON fails before anything touches the disk.
     try:
         json.dumps(user)
     except (TypeError, ValueError) as exc:
         raise LexrerankError(f"checkpoint config is not JSON-serialisable: {exc}") from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        encoder_name = model.encoder_name
-        fingerprint = model.encoder_fingerprint
-        if isinstance(model, Paraformer) and model.finetune_encoder:
-            # A fine-tuned encoder is part of the model: save it beside the head.
-            model.encoder.save(str(tmp / ENCODER_DIR), create_model_card=False)
-            fingerprint = encoder_fingerprint(tmp / ENCODER_DIR)
-            encoder_name = ENCODER_DIR
-        if isinstance(model, AttentiveCNNReranker):
-            _write_text(tmp / VOCAB_FILE, model.vocab.to_json())
-        weights = tmp / WEIGHTS_FILE
-        save_file(_state_for(model), str(weights), metadata={"kind": model.kind})
-        with weights.open("rb") as fh:
-            os.fsync(fh.fileno())
-        model_version = fingerprint if isinstance(model, Paraformer) else model.model_version
-        document: dict[str, Any] = {section: {} for section in FREE_SECTIONS}
-        document.update(user)
-        document.update(
-            {
-                "kind": model.kind,
-                "format_version": FORMAT_VERSION,
-                "encoder": encoder_name,
-                "encoder_fingerprint": fingerprint,
-                "model": model.architecture(),
-                "model_version": model_version,
-                "weights_file": WEIGHTS_FILE,
-                "weights_sha256": _sha256(weights),
-            }
-        )
-        if isinstance(model, Paraformer):
-            document["head_version"] = model.head_version
-        _write_text(tmp / CONFIG_FILE, json.dumps(document, indent=2, ensure_ascii=False))
-        _fsync_dir(tmp)
-        backup = None
-        if out.exists():
-            backup = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(backup)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            if backup is not None:
-                backup.rename(out)
-            raise
-        _fsync_dir(out.parent)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return user
+
+
+def _write_checkpoint_files(tmp: Path, model: SavableModel, user: dict
+                            ) -> tuple[dict[str, Any], str]:
+    """Write the weights, vocabulary, fine-tuned encoder and config.json into ``tmp``.
+
+    Returns the config document and the encoder fingerprint it records.
+    """
+    encoder_name = model.encoder_name
+    fingerprint = model.encoder_fingerprint
     if isinstance(model, Paraformer) and model.finetune_encoder:
-        # The saved directory now defines the encoder's version (see Paraformer docs).
-        model.encoder_fingerprint = fingerprint
-        model.encoder_name = str(out / ENCODER_DIR)
-    model.checkpoint_config = document
-    return out
+        # A fine-tuned encoder is part of the model: save it beside the head.
+        model.encoder.save(str(tmp / ENCODER_DIR), create_model_card=False)
+        fingerprint = encoder_fingerprint(tmp / ENCODER_DIR)
+        encoder_name = ENCODER_DIR
+    if isinstance(model, AttentiveCNNReranker):
+        _write_text(tmp / VOCAB_FILE, model.vocab.to_json())
+    weights = tmp / WEIGHTS_FILE
+    save_file(_state_for(model), str(weights), metadata={"kind": model.kind})
+    with weights.open("rb") as fh:
+        os.fsync(fh.fileno())
+    model_version = fingerprint if isinstance(model, Paraformer) else model.model_version
+    document: dict[str, Any] = {section: {} for section in FREE_SECTIONS}
+    document.update(user)
+    document.update(
+        {
+            "kind": model.kind,
+            "format_version": FORMAT_VERSION,
+            "encoder": encoder_name,
+            "encoder_fingerprint": fingerprint,
+            "model": model.architecture(),
+            "model_version": model_version,
+            "weights_file": WEIGHTS_FILE,
+            "weights_sha256": _sha256(weights),
+        }
+    )
+    if isinstance(model, Paraformer):
+        document["head_version"] = model.head_version
+    _write_text(tmp / CONFIG_FILE, json.dumps(document, indent=2, ensure_ascii=False))
+    _fsync_dir(tmp)
+    return document, fingerprint
+
+
+def _replace_directory(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an old ``out`` is moved aside first and restored on failure."""
+    backup = None
+    if out.exists():
+        backup = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(backup)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if backup is not None:
+            backup.rename(out)
+        raise
+    _fsync_dir(out.parent)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -206,23 +241,27 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def _resolve_checkpoint_encoder(ckpt: Path, name: str | None) -> str:
+def _resolve_checkpoint_encoder(ckpt: Path, name: str | None, cache_dir: CacheDir) -> str:
     if name and not os.path.isabs(name) and (ckpt / name).is_dir():
         return str(ckpt / name)
-    return resolve_encoder_path(name)
+    return resolve_encoder_path(name, cache_dir=cache_dir)
 
 
 def load_reranker(
     path: str | os.PathLike, device: str | None = None, encoder: str | None = None,
-    encoders: dict | None = None,
-) -> Reranker:
-    """Load a checkpoint written by :func:`save_checkpoint`.
+    encoders: dict | None = None, *, cache_dir: CacheDir = None,
+) -> LoadedModel:
+    """Load a checkpoint written by :func:`save_checkpoint` (or :func:`save_ensemble`).
 
     Args:
         path: the checkpoint directory.
         device: torch device; default cuda when available, else cpu.
         encoder: Paraformer only: use this encoder name/path instead of the recorded one
             (its fingerprint must still match the checkpoint's).
+        encoders: shared between calls, so models on one encoder load it once.
+        cache_dir: the cache root that encoders built on first use live under (the
+            multilingual encoder, a fine-tuned encoder shipped as a delta): see
+            :func:`reranker.encoder.resolve_encoder_path`.
     Raises:
         LexrerankError: not a checkpoint, unknown kind, weights modified (sha256 mismatch),
             or an encoder whose fingerprint differs from the one the model was trained with.
@@ -230,12 +269,14 @@ def load_reranker(
     ckpt = Path(path).expanduser()
     config = read_config(ckpt)
     kind = config.get("kind")
-    if kind not in KINDS:
+    if kind not in RERANKER_KINDS:
         raise LexrerankError(
-            f"{ckpt / CONFIG_FILE}: unknown reranker kind {kind!r}; valid kinds: {', '.join(KINDS)}"
+            f"{ckpt / CONFIG_FILE}: unknown reranker kind {kind!r}; valid kinds: "
+            f"{', '.join(RERANKER_KINDS)}"
         )
     if kind == "ensemble":
-        return _load_ensemble(ckpt, config, device, {} if encoders is None else encoders)
+        return _load_ensemble(ckpt, config, device, {} if encoders is None else encoders,
+                              cache_dir)
     weights = ckpt / config.get("weights_file", WEIGHTS_FILE)
     if not weights.is_file():
         raise LexrerankError(f"{ckpt}: missing {weights.name}; the checkpoint is incomplete")
@@ -249,9 +290,11 @@ def load_reranker(
     arch = dict(config.get("model") or {})
     try:
         if kind == "paraformer":
-            model = _load_paraformer(ckpt, config, arch, state, device, encoder, encoders)
+            model = _load_paraformer(ckpt, config, arch, state, device,
+                                     _EncoderChoice(encoder, encoders, cache_dir))
         elif kind == "dense":
-            model = _load_dense(ckpt, config, arch, device, encoder, encoders)
+            model = _load_dense(ckpt, config, arch, device,
+                                _EncoderChoice(encoder, encoders, cache_dir))
         else:
             model = _load_attentive_cnn(ckpt, config, arch, state, device)
     except (KeyError, TypeError, RuntimeError) as exc:
@@ -265,17 +308,28 @@ def load_reranker(
     return model
 
 
-def _checked_encoder(ckpt: Path, config: dict, device: str | None,
-                     encoder_override: str | None, encoders: dict | None
+@dataclass(frozen=True)
+class _EncoderChoice:
+    """How :func:`load_reranker` finds a model's encoder: an override of the recorded name,
+    the encoders already loaded (keyed by directory and device), the cache root."""
+
+    override: str | None
+    loaded: dict | None
+    cache_dir: CacheDir
+
+
+def _checked_encoder(ckpt: Path, config: dict, device: str | None, choice: _EncoderChoice
                      ) -> tuple[SentenceTransformer, str]:
     """The encoder a checkpoint was trained with (fingerprint checked) and its name.
 
-    ``encoders`` shares loaded encoders between the members of one ensemble, keyed by
+    ``choice.loaded`` shares loaded encoders between the members of one ensemble, keyed by
     directory and device, so a Paraformer and a dense model on the same encoder hold one copy.
     """
+    encoder_override, encoders = choice.override, choice.loaded
     recorded = config.get("encoder")
-    encoder_dir = _resolve_checkpoint_encoder(ckpt, encoder_override or recorded)
-    actual = encoder_fingerprint(encoder_dir)
+    encoder_dir = _resolve_checkpoint_encoder(ckpt, encoder_override or recorded,
+                                              choice.cache_dir)
+    actual = encoder_fingerprint(encoder_dir, cache_dir=choice.cache_dir)
     expected = config.get("encoder_fingerprint")
     if actual != expected:
         raise LexrerankError(
@@ -287,7 +341,7 @@ def _checked_encoder(ckpt: Path, config: dict, device: str | None,
     if encoders is not None and key in encoders:
         st = encoders[key]
     else:
-        st = load_encoder(encoder_dir, device=device)
+        st = load_encoder(encoder_dir, device=device, cache_dir=choice.cache_dir)
         if encoders is not None:
             encoders[key] = st
     relative = recorded and not os.path.isabs(recorded) and (ckpt / recorded).is_dir()
@@ -301,12 +355,11 @@ def _load_paraformer(
     arch: dict,
     state: dict,
     device: str | None,
-    encoder_override: str | None,
-    encoders: dict | None = None,
+    choice: _EncoderChoice,
 ) -> Paraformer:
     head = ParaformerHead(arch["dim"], hidden=arch["hidden"], dropout=arch["dropout"])
     head.load_state_dict(state, strict=True)
-    st, name = _checked_encoder(ckpt, config, device, encoder_override, encoders)
+    st, name = _checked_encoder(ckpt, config, device, choice)
     return Paraformer(
         st,
         head,
@@ -317,8 +370,8 @@ def _load_paraformer(
 
 
 def _load_dense(ckpt: Path, config: dict, arch: dict, device: str | None,
-                encoder_override: str | None, encoders: dict | None = None) -> DenseReranker:
-    st, name = _checked_encoder(ckpt, config, device, encoder_override, encoders)
+                choice: _EncoderChoice) -> DenseReranker:
+    st, name = _checked_encoder(ckpt, config, device, choice)
     return DenseReranker(st, encoder_name=name, vector_dtype=arch.get("vector_dtype", "float16"))
 
 
@@ -351,14 +404,15 @@ def _load_attentive_cnn(
     )
 
 
-def _load_ensemble(ckpt: Path, config: dict, device: str | None, encoders: dict) -> Ensemble:
+def _load_ensemble(ckpt: Path, config: dict, device: str | None, encoders: dict,
+                   cache_dir: CacheDir) -> Ensemble:
     members = config.get("members")
     if not isinstance(members, dict) or not members:
         raise LexrerankError(f"{ckpt / CONFIG_FILE}: an ensemble needs a 'members' object")
     loaded = {}
     for name, relative in members.items():
         member_dir = (ckpt / str(relative)).resolve()
-        model = load_reranker(member_dir, device=device, encoders=encoders)
+        model = load_reranker(member_dir, device=device, encoders=encoders, cache_dir=cache_dir)
         if isinstance(model, Ensemble):
             raise LexrerankError(f"{ckpt}: member {name!r} is itself an ensemble")
         loaded[name] = model

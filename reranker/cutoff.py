@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from reranker.metrics import precision_recall_f2
+from reranker.ir_metrics import precision_recall_f2
 
-KINDS = ("top_k", "ratio", "margin")
+CUTOFF_KINDS = ("top_k", "ratio", "margin")
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ class CutoffPolicy:
     max_k: int = 1
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown cut-off kind {self.kind!r}; choose one of {KINDS}")
+        if self.kind not in CUTOFF_KINDS:
+            raise ValueError(f"unknown cut-off kind {self.kind!r}; choose one of {CUTOFF_KINDS}")
         if self.max_k < 1:
             raise ValueError("max_k must be at least 1")
 

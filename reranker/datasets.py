@@ -18,7 +18,7 @@ Pure library code: imports neither OpenSearch nor Celery.
 * ALQAC (``train.json``): ``[{"question_id", "text", "relevant_articles": [{"law_id",
   "article_id"}]}]``; gold ids are :func:`alqac_doc_id` strings. Ids are kept as written.
 
-Every problem raises :class:`lexrerank.errors.InputError` naming the file and, where known,
+Every problem raises :class:`reranker.errors.InputError` naming the file and, where known,
 the line.
 """
 
@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lexrerank.errors import InputError
-from lexrerank.input_files import read_input
-from lexrerank.xml_input import expat_parser
-from lexrerank.xml_input import parse as parse_xml
+from reranker.errors import InputError
+from reranker.input_files import read_input
+from reranker.xml_input import expat_parser
+from reranker.xml_input import parse as parse_xml
 
 
 @dataclass(frozen=True)

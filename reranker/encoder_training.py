@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lexrerank.errors import LexrerankError
+from reranker.errors import LexrerankError
 from reranker.training import TrainingExample
 
 if TYPE_CHECKING:
@@ -174,14 +174,26 @@ def finetune_encoder(model: SentenceTransformer, examples: Sequence[TrainingExam
         articles: doc id -> (caption, sentences), needed for ``options.self_supervised``.
         base_name: the encoder's name, for the report.
     """
-    from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    triples, pairs = _training_data(examples, passages, options, articles)
+    started = time.perf_counter()
+    _prepare_for_training(model, options)
+    trainer, output = _run_trainer(model, triples, pairs, options, show_progress)
+    model.requires_grad_(False)
+    model.eval()
+    history = [{k: float(v) for k, v in entry.items() if isinstance(v, (int, float))}
+               for entry in trainer.state.log_history]
+    return EncoderTrainingReport(
+        options=asdict(options), triples=len(triples), self_supervised_pairs=len(pairs),
+        steps=int(output.global_step), seconds=round(time.perf_counter() - started, 1),
+        train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        device=str(model.device), base_encoder=base_name, history=history)
 
+
+def _training_data(examples: Sequence[TrainingExample], passages: Mapping[str, str],
+                   options: EncoderTrainingOptions,
+                   articles: Mapping[str, tuple[str, Sequence[str]]] | None
+                   ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The (query, positive, negative) triples and the self-supervised pairs (if asked)."""
     triples = training_triples(examples, passages, options.hard_negatives,
                                options.hard_depth, options.seed)
     if not triples:
@@ -194,7 +206,11 @@ def finetune_encoder(model: SentenceTransformer, examples: Sequence[TrainingExam
                                  "sentences")
         pairs = self_supervised_pairs(articles, passages, options.self_supervised_per_article,
                                       options.seed)
-    started = time.perf_counter()
+    return triples, pairs
+
+
+def _prepare_for_training(model: SentenceTransformer, options: EncoderTrainingOptions) -> None:
+    """float32, trainable, the sequence length of the options, word embeddings frozen."""
     model.max_seq_length = options.max_seq_length
     if next(model.parameters()).dtype != torch.float32:
         model.float()  # fp16 training without loss scaling diverges
@@ -202,6 +218,21 @@ def finetune_encoder(model: SentenceTransformer, examples: Sequence[TrainingExam
     if options.freeze_embeddings:
         for embedding in _word_embeddings(model):
             embedding.requires_grad_(False)
+
+
+def _run_trainer(model: SentenceTransformer, triples: list[dict[str, str]],
+                 pairs: list[dict[str, str]], options: EncoderTrainingOptions,
+                 show_progress: bool) -> tuple[Any, Any]:
+    """Train with sentence-transformers' trainer (MNRL, no duplicates in a batch); returns
+    the trainer and its output."""
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
     q_prompt, d_prompt = query_prompt(model), document_prompt(model)
     prompts = {"anchor": q_prompt, "positive": d_prompt, "negative": d_prompt}
     datasets: dict[str, Dataset] = {"queries": Dataset.from_list(triples)}
@@ -235,15 +266,7 @@ def finetune_encoder(model: SentenceTransformer, examples: Sequence[TrainingExam
         # would corrupt `--json` output: training chatter belongs on stderr.
         with contextlib.redirect_stdout(sys.stderr):
             output = trainer.train()
-    model.requires_grad_(False)
-    model.eval()
-    history = [{k: float(v) for k, v in entry.items() if isinstance(v, (int, float))}
-               for entry in trainer.state.log_history]
-    return EncoderTrainingReport(
-        options=asdict(options), triples=len(triples), self_supervised_pairs=len(pairs),
-        steps=int(output.global_step), seconds=round(time.perf_counter() - started, 1),
-        train_loss=float(output.training_loss) if output.training_loss is not None else None,
-        device=str(model.device), base_encoder=base_name, history=history)
+    return trainer, output
 
 
 def _column_prompts(prompts: dict[str, str], dataset_names: list[str]

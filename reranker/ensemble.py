@@ -21,11 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lexrerank.errors import LexrerankError
 from reranker.attentive_cnn import AttentiveCNNReranker
 from reranker.dense import DenseReranker
+from reranker.errors import LexrerankError
 from reranker.fusion import FIRST_STAGE, WeightedFusion
-from reranker.paraformer import EncodedQuery, Paraformer
+from reranker.paraformer import Paraformer
+from reranker.types import EncodedQuery
 
 __all__ = ["Ensemble", "EnsembleQuery"]
 

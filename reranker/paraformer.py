@@ -15,17 +15,13 @@ candidate's sentences per query; it exists to show both give the same scores.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lexrerank.errors import LexrerankError
 from reranker.encoder import (
     encoder_fingerprint,
     encoder_source,
@@ -33,80 +29,14 @@ from reranker.encoder import (
     truncate_query,
 )
 from reranker.encoder import encoder_name as loaded_encoder_name
+from reranker.errors import LexrerankError
 from reranker.sparsemax import sparsemax
+from reranker.types import VECTOR_DTYPES, EncodedQuery, RerankOutput, eval_mode, state_fingerprint
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = [
-    "Paraformer",
-    "ParaformerHead",
-    "EncodedQuery",
-    "RerankOutput",
-    "pad_sentence_vectors",
-    "state_fingerprint",
-]
-
-VECTOR_DTYPES = {"float16": np.float16, "float32": np.float32}
-
-
-@dataclass
-class RerankOutput:
-    """What a reranker returns for one query and N candidates (in the order given).
-
-    Attributes:
-        scores: np.ndarray [N] float32, higher = more relevant (a logit; not a probability).
-        weights: N arrays, ``weights[i]`` [L_i] float32 = the attention weight of each sentence
-            of candidate i (sparsemax: most are exactly 0; the non-zero ones are the evidence).
-        query_truncated: True when the query was longer than the encoder reads.
-    """
-
-    scores: np.ndarray
-    weights: list[np.ndarray] = field(default_factory=list)
-    query_truncated: bool = False
-
-
-@dataclass
-class EncodedQuery:
-    """A query encoded for scoring: what :meth:`Paraformer.score` (or the Attentive CNN's)
-    takes, so a caller can encode the query before it knows the candidates.
-
-    Attributes:
-        vector: [d] float32 on the model's device.
-        truncated: True when the query was longer than the encoder reads.
-    """
-
-    vector: Tensor
-    truncated: bool = False
-
-
-@contextmanager
-def eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Run a block with dropout off, then restore each module's previous mode."""
-    previous = [m.training for m in modules]
-    try:
-        for m in modules:
-            m.eval()
-        yield
-    finally:
-        for m, was_training in zip(modules, previous, strict=True):
-            m.train(was_training)
-
-
-def state_fingerprint(*parts: nn.Module | dict | str) -> str:
-    """A 16-hex sha256 of module weights (names, dtypes, shapes, bytes) and/or strings."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, str):
-            digest.update(part.encode("utf-8") + b"\0")
-            continue
-        state = part.state_dict() if isinstance(part, nn.Module) else part
-        for name in sorted(state):
-            tensor = state[name].detach().to("cpu").contiguous().reshape(-1)
-            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\0".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()[:16]
-
+__all__ = ["Paraformer", "ParaformerHead", "pad_sentence_vectors"]
 
 def pad_sentence_vectors(
     vectors: Sequence[np.ndarray | Tensor],
@@ -210,7 +140,8 @@ class Paraformer:
 
     Args:
         encoder: a SentenceTransformer, or a name/path for :func:`reranker.encoder.load_encoder`
-            (None = ``$LEXRERANK_ENCODER`` or the default).
+            (None = the default encoder). An encoder that is built into a cache (the
+            multilingual one, a delta) must be passed loaded (``load_encoder(..., cache_dir=)``).
         head: a trained head; None builds a fresh one for the encoder's dimension.
         hidden, dropout: the fresh head's sizes.
         finetune_encoder: train the encoder together with the head (slow on CPU). When False
@@ -218,7 +149,7 @@ class Paraformer:
         encoder_name: the name or path to record for an already-loaded ``encoder`` (needed
             when it was not loaded by ``load_encoder``).
         vector_dtype: dtype of the stored article vectors, "float16" (default; half the
-            storage, score change ~1e-5) or "float32".
+            storage, scores change very little) or "float32".
         device: defaults to the encoder's device.
     """
 

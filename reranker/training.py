@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lexrerank.errors import LexrerankError
 from reranker.attentive_cnn import AttentiveCNNReranker
-from reranker.paraformer import Paraformer, pad_sentence_vectors, state_fingerprint
+from reranker.errors import LexrerankError
+from reranker.paraformer import Paraformer, pad_sentence_vectors
+from reranker.types import state_fingerprint
 
 __all__ = ["TrainingExample", "TrainingReport", "mrr_of_gold", "train_reranker"]
 
@@ -409,44 +410,25 @@ def train_reranker(
     """
     from tqdm.auto import tqdm
 
-    if loss not in LOSSES:
-        raise LexrerankError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    if not examples:
-        raise LexrerankError("no training examples")
-    if negatives_per_query < 1 or batch_size < 1 or epochs < 1:
-        raise LexrerankError("epochs, batch_size and negatives_per_query must be at least 1")
-    if not 0.0 <= hard_fraction <= 1.0:
-        raise LexrerankError("hard_fraction must be between 0 and 1")
+    _check_options(loss, examples, epochs, batch_size, negatives_per_query, hard_fraction)
     dev = list(dev_examples or [])
     _check_examples(examples, articles, "training")
     _check_examples(dev, articles, "dev")
 
     started = time.perf_counter()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-
+    rng = _seed_everything(seed)
     queries = [ex.query for ex in examples] + [ex.query for ex in dev]
     scorer = _make_scorer(model, queries, articles, show_progress)
     optimizer = torch.optim.AdamW(
         scorer.param_groups(lr, encoder_lr), lr=lr, weight_decay=weight_decay
     )
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    corpus_ids = sorted(articles)
+    step = _Step(scorer, optimizer, loss, margin, max_grad_norm)
+    sampler = _ListSampler(examples, sorted(articles), negatives_per_query, hard_fraction, rng)
+    selection = _ModelSelection(scorer, dev, len(examples), patience)
 
-    dev_metric: list[float] = []
     train_loss: list[float] = []
-    best_metric = initial = None
-    best_epoch, best_state, bad_epochs, stopped_early = 0, None, 0, False
-    if dev:
-        _set_mode(scorer, False)
-        initial = best_metric = _evaluate(scorer, dev, len(examples))
-        best_state = scorer.state()
-
-    steps_per_epoch = math.ceil(len(examples) / batch_size)
     bar = tqdm(
-        total=epochs * steps_per_epoch,
+        total=epochs * math.ceil(len(examples) / batch_size),
         desc=f"train {model.kind}",
         unit="step",
         disable=not show_progress,
@@ -454,71 +436,26 @@ def train_reranker(
     epoch = 0
     try:
         for epoch in range(1, epochs + 1):
-            _set_mode(scorer, True)
-            order = list(range(len(examples)))
-            rng.shuffle(order)
-            losses = []
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                lists = [
-                    _sample_list(examples[i], corpus_ids, negatives_per_query, hard_fraction, rng)
-                    for i in batch
-                ]
-                width = max(len(row) for row in lists)
-                # Pad lists to one width by repeating their first entry; masked out below.
-                valid = torch.tensor([[j < len(row) for j in range(width)] for row in lists])
-                positive = torch.tensor(
-                    [[j < len(set(examples[i].positives)) for j in range(width)] for i in batch]
-                )
-                padded = [row + [row[0]] * (width - len(row)) for row in lists]
-                scores = scorer.batch_scores(batch, padded)
-                valid, positive = valid.to(scores.device), positive.to(scores.device)
-                if loss == "listwise":
-                    value = _listwise(scores.float(), valid, positive)
-                else:
-                    value = _pairwise(scores.float(), valid, positive, margin)
-                optimizer.zero_grad(set_to_none=True)
-                value.backward()
-                if max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                optimizer.step()
-                losses.append(float(value.detach()))
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
-            train_loss.append(float(np.mean(losses)))
-            if not dev:
-                continue
-            _set_mode(scorer, False)
-            metric = _evaluate(scorer, dev, len(examples))
-            dev_metric.append(metric)
-            bar.set_postfix(epoch=epoch, loss=f"{train_loss[-1]:.4f}", dev_mrr=f"{metric:.4f}")
-            if metric > best_metric + 1e-9:  # type: ignore[operator]
-                best_metric, best_epoch, best_state, bad_epochs = metric, epoch, scorer.state(), 0
-            else:
-                bad_epochs += 1
-                if bad_epochs >= patience:
-                    stopped_early = True
-                    break
+            train_loss.append(_train_epoch(step, sampler, batch_size, bar, epoch))
+            if selection.after_epoch(epoch, train_loss[-1], bar):
+                break
     finally:
         bar.total = bar.n  # an early stop should not leave the bar "unfinished"
         bar.refresh()
         bar.close()
 
-    if best_state is not None:
-        scorer.load_state(best_state)
-    else:
-        best_epoch = epoch
+    best_epoch = selection.restore_best(epoch)
     _set_mode(scorer, False)
     scorer.finish()
     return TrainingReport(
         kind=model.kind,
         best_epoch=best_epoch,
         epochs_run=epoch,
-        stopped_early=stopped_early,
+        stopped_early=selection.stopped_early,
         train_loss=train_loss,
-        dev_metric=dev_metric,
-        dev_metric_initial=initial,
-        best_dev_metric=best_metric,
+        dev_metric=selection.dev_metric,
+        dev_metric_initial=selection.initial,
+        best_dev_metric=selection.best_metric,
         seconds=round(time.perf_counter() - started, 3),
         examples=len(examples),
         dev_examples=len(dev),
@@ -537,3 +474,142 @@ def train_reranker(
             "finetune_encoder": getattr(model, "finetune_encoder", False),
         },
     )
+
+
+# -- the steps of train_reranker ------------------------------------------------------------
+
+
+def _check_options(loss: str, examples: Sequence[TrainingExample], epochs: int,
+                   batch_size: int, negatives_per_query: int, hard_fraction: float) -> None:
+    if loss not in LOSSES:
+        raise LexrerankError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if not examples:
+        raise LexrerankError("no training examples")
+    if negatives_per_query < 1 or batch_size < 1 or epochs < 1:
+        raise LexrerankError("epochs, batch_size and negatives_per_query must be at least 1")
+    if not 0.0 <= hard_fraction <= 1.0:
+        raise LexrerankError("hard_fraction must be between 0 and 1")
+
+
+def _seed_everything(seed: int) -> random.Random:
+    """Seed random, numpy and torch; the returned generator draws the batches and negatives."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return random.Random(seed)
+
+
+@dataclass
+class _ListSampler:
+    """Shuffles the training queries per epoch and draws each one's [positives + negatives]."""
+
+    examples: Sequence[TrainingExample]
+    corpus_ids: list[str]
+    negatives_per_query: int
+    hard_fraction: float
+    rng: random.Random
+
+    def epoch_order(self) -> list[int]:
+        order = list(range(len(self.examples)))
+        self.rng.shuffle(order)
+        return order
+
+    def lists(self, batch: list[int]) -> list[list[str]]:
+        return [_sample_list(self.examples[i], self.corpus_ids, self.negatives_per_query,
+                             self.hard_fraction, self.rng) for i in batch]
+
+
+@dataclass
+class _Step:
+    """One optimisation step: scores of a batch of lists, the loss, backward, clip, update."""
+
+    scorer: _Scorer
+    optimizer: torch.optim.Optimizer
+    loss: str
+    margin: float
+    max_grad_norm: float
+
+    def __post_init__(self) -> None:
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def __call__(self, batch: list[int], lists: list[list[str]],
+                 examples: Sequence[TrainingExample]) -> float:
+        width = max(len(row) for row in lists)
+        # Pad lists to one width by repeating their first entry; masked out below.
+        valid = torch.tensor([[j < len(row) for j in range(width)] for row in lists])
+        positive = torch.tensor(
+            [[j < len(set(examples[i].positives)) for j in range(width)] for i in batch]
+        )
+        padded = [row + [row[0]] * (width - len(row)) for row in lists]
+        scores = self.scorer.batch_scores(batch, padded)
+        valid, positive = valid.to(scores.device), positive.to(scores.device)
+        if self.loss == "listwise":
+            value = _listwise(scores.float(), valid, positive)
+        else:
+            value = _pairwise(scores.float(), valid, positive, self.margin)
+        self.optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        return float(value.detach())
+
+
+def _train_epoch(step: _Step, sampler: _ListSampler, batch_size: int, bar: Any,
+                 epoch: int) -> float:
+    """One pass over the shuffled training queries; returns the mean training loss."""
+    _set_mode(step.scorer, True)
+    order = sampler.epoch_order()
+    losses = []
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        losses.append(step(batch, sampler.lists(batch), sampler.examples))
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
+    return float(np.mean(losses))
+
+
+class _ModelSelection:
+    """Dev MRR after every epoch, the best state so far (the untrained one included), and
+    early stopping after ``patience`` epochs without improvement. Without dev queries every
+    epoch runs and the last state is kept."""
+
+    def __init__(self, scorer: _Scorer, dev: Sequence[TrainingExample], offset: int,
+                 patience: int) -> None:
+        self.scorer, self.dev, self.offset, self.patience = scorer, dev, offset, patience
+        self.dev_metric: list[float] = []
+        self.initial: float | None = None
+        self.best_metric: float | None = None
+        self.best_epoch = 0
+        self.best_state: list[dict[str, Tensor]] | None = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        if dev:
+            _set_mode(scorer, False)
+            self.initial = self.best_metric = _evaluate(scorer, dev, offset)
+            self.best_state = scorer.state()
+
+    def after_epoch(self, epoch: int, train_loss: float, bar: Any) -> bool:
+        """Evaluate on dev after ``epoch``; True means stop training."""
+        if not self.dev:
+            return False
+        _set_mode(self.scorer, False)
+        metric = _evaluate(self.scorer, self.dev, self.offset)
+        self.dev_metric.append(metric)
+        bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", dev_mrr=f"{metric:.4f}")
+        if metric > self.best_metric + 1e-9:  # type: ignore[operator]
+            self.best_metric, self.best_epoch = metric, epoch
+            self.best_state, self.bad_epochs = self.scorer.state(), 0
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            self.stopped_early = True
+            return True
+        return False
+
+    def restore_best(self, last_epoch: int) -> int:
+        """Load the best state into the model; returns its epoch (``last_epoch`` without dev)."""
+        if self.best_state is not None:
+            self.scorer.load_state(self.best_state)
+            return self.best_epoch
+        return last_epoch

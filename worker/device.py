@@ -65,7 +65,7 @@ def child_device() -> str | None:
     return f"cuda:{index % count}"
 
 
-THREADS_ENV = "LEXRERANK_TORCH_THREADS"
+THREADS_ENV = "LEXRERANK_TORCH_THREADS"  # written by `lexrerank worker` for its children
 
 
 def torch_threads() -> int:
@@ -73,12 +73,12 @@ def torch_threads() -> int:
 
     One query is a small amount of work (a 6-layer encoder over ~30 tokens, then a small
     attention): intra-op threads gain little, and on a CPU shared with other jobs they
-    oversubscribe the cores. Measured on this project's shared 2-core machine with
-    `lexrerank bench pipeline`: rerank p50 64 ms with 1 thread against 337 ms with 2. Use
-    more processes (``--concurrency``), not more threads, to use more cores.
+    oversubscribe the cores (README, "Gateway and workers", has the figures). Use more
+    processes (``--concurrency``), not more threads, to use more cores.
     """
-    value = os.environ.get(THREADS_ENV, "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 1
+    from lexrerank.config import get_settings
+
+    return get_settings().torch_threads
 
 
 def apply_torch_threads() -> None:

@@ -9,12 +9,12 @@ Never set it in production.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-DELAY_FILE_ENV = "LEXRERANK_FAULT_DELAY_FILE"
-_DELAY_FILE = Path(os.environ[DELAY_FILE_ENV]) if os.environ.get(DELAY_FILE_ENV) else None
+from lexrerank.config import get_settings
+
+_DELAY_FILE: Path | None = get_settings().fault_delay_file
 
 
 def injected_delay_s() -> float:

@@ -9,22 +9,18 @@ Started by :mod:`worker.task_signals` at ``worker_init``.
 from __future__ import annotations
 
 import logging
-import os
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 
+from lexrerank.config import get_settings
+
 log = logging.getLogger(__name__)
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-PORT_ENV, HOST_ENV = "LEXRERANK_WORKER_METRICS_PORT", "LEXRERANK_WORKER_METRICS_HOST"
-# All interfaces: Prometheus scrapes from another host/pod (LEXRERANK_WORKER_METRICS_HOST
-# narrows it; docs/security.md).
-DEFAULT_PORT, DEFAULT_HOST = 9108, "0.0.0.0"  # nosec B104
 _server_started = False
 
 
 def metrics_registry() -> CollectorRegistry:
     """What the worker's /metrics serves: all processes merged in multi-process mode."""
-    if os.environ.get(MULTIPROC_ENV):
+    if get_settings().prometheus_multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return registry
@@ -33,8 +29,6 @@ def metrics_registry() -> CollectorRegistry:
 
 def metrics_port() -> int:
     """``LEXRERANK_WORKER_METRICS_PORT`` (0 disables the endpoint)."""
-    from lexrerank.config import get_settings
-
     return get_settings().worker_metrics_port
 
 
@@ -44,16 +38,17 @@ def serve_metrics() -> None:
     port = metrics_port()
     if port == 0 or _server_started:
         return
-    if not os.environ.get(MULTIPROC_ENV):
-        log.warning("%s is not set: /metrics shows the main process only (start workers "
-                    "with `lexrerank worker`)", MULTIPROC_ENV)
-    host = os.environ.get(HOST_ENV) or DEFAULT_HOST
+    settings = get_settings()
+    if not settings.prometheus_multiproc_dir:
+        log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows the main process only "
+                    "(start workers with `lexrerank worker`)")
+    host = settings.worker_metrics_host
     try:
         start_http_server(port, addr=host, registry=metrics_registry())
     except OSError as exc:
         # A second worker on the same machine: it runs, without its own endpoint.
         log.warning("worker metrics not served on %s:%d: %s (set %s to a free port, 0 to "
-                    "disable)", host, port, exc, PORT_ENV)
+                    "disable)", host, port, exc, "LEXRERANK_WORKER_METRICS_PORT")
         return
     _server_started = True
     log.info("worker metrics on http://%s:%d/metrics", host, port)
@@ -61,5 +56,5 @@ def serve_metrics() -> None:
 
 def mark_process_dead(pid: int) -> None:
     """Drop a stopped child's live gauges from the multi-process files."""
-    if os.environ.get(MULTIPROC_ENV):
+    if get_settings().prometheus_multiproc_dir:
         multiprocess.mark_process_dead(pid)

@@ -42,7 +42,7 @@ def presence_record() -> dict[str, Any]:
               for name, (version, device) in LOADED_MODELS.items()]
     settings = process_cache().settings
     try:
-        default = resolve_name(settings.default_model, settings.language)
+        default = resolve_name(settings.default_model, settings.language, settings.model_dir)
     except LexrerankError:  # no model for the language: the record says what is loaded
         default = settings.default_model
     main = next((m for m in models if m["model"] == default), models[0] if models else {})

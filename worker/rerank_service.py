@@ -14,14 +14,15 @@ import numpy as np
 from opensearchpy import OpenSearch
 
 from indexer.article_vectors import index_language
-from reranker.article_side import Reranker
+from lexrerank.config import get_settings
 from reranker.attentive_cnn import AttentiveCNNReranker
 from reranker.checkpoint import check_language, load_reranker
 from reranker.cutoff import CutoffPolicy
 from reranker.ensemble import Ensemble, EnsembleQuery
 from reranker.fusion import FIRST_STAGE, Fusion, WeightedFusion
-from reranker.paraformer import EncodedQuery, Paraformer
+from reranker.paraformer import Paraformer
 from reranker.registry import checkpoint_path, resolve_name
+from reranker.types import EncodedQuery, Reranker
 from worker.vector_cache import ArticleVectorCache
 
 EVIDENCE_MIN_WEIGHT = 1e-6
@@ -94,8 +95,9 @@ class RerankService:
              show_progress: bool = False) -> RerankService:
         """Load ``name`` for ``index``: the model trained for the index's language."""
         language = index_language(client, index)
-        path: Path = checkpoint_path(name, language)
-        model = load_reranker(path, device=device)
+        settings = get_settings()
+        path: Path = checkpoint_path(name, language, settings.model_dir)
+        model = load_reranker(path, device=device, cache_dir=settings.cache_dir)
         return cls.for_model(client, index, model, name, show_progress=show_progress,
                              language=language)
 
@@ -112,7 +114,8 @@ class RerankService:
         if language is None:
             language = index_language(client, index)
         check_language(config, name, index, language)
-        name = resolve_name(name, language)  # "default" answers with the model it means
+        # "default" answers with the model it means
+        name = resolve_name(name, language, get_settings().model_dir)
         cutoff = CutoffPolicy.from_dict(config.get("cutoff", CutoffPolicy().to_dict()))
         caches = {member: ArticleVectorCache.load(client, index, m, show_progress=show_progress)
                   for member, m in model_members(model, name).items()}

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from opensearchpy import OpenSearch
 
 from lexrerank.config import Settings, get_settings
-from reranker.registry import DEFAULT_NAME, MODEL_NAMES, resolve_name
+from reranker.model_names import DEFAULT_NAME, MODEL_NAMES
+from reranker.registry import resolve_name
 from worker import presence_beat
 from worker import prometheus_metrics as worker_metrics
 from worker.protocol import ReasonCode, RerankFailed
@@ -72,13 +73,14 @@ class ServiceCache:
                 from worker.device import child_device
 
                 start = time.perf_counter()
-                self._models[key] = load_reranker(checkpoint_path(name, language),
-                                                  device=child_device())
+                self._models[key] = load_reranker(
+                    checkpoint_path(name, language, self.settings.model_dir),
+                    device=child_device(), cache_dir=self.settings.cache_dir)
                 log.info("loaded model %s (%s) on %s in %.1fs", name, language,
                          getattr(self._models[key], "device", "cpu"),
                          time.perf_counter() - start)
                 # Metrics and presence name the model "default" stands for (e.g. ensemble).
-                served_as = resolve_name(name, language)
+                served_as = resolve_name(name, language, self.settings.model_dir)
                 worker_metrics.model_loaded(served_as, self._models[key])
                 presence_beat.model_loaded(served_as, self._models[key])
             return self._models[key]

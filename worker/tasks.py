@@ -39,8 +39,10 @@ from worker.service_cache import process_cache
 from worker.task_signals import BATCH_SIZE_ATTR
 
 log = logging.getLogger(__name__)
-PRELOAD_ENV = "LEXRERANK_WORKER_PRELOAD"
 MAX_EMBED_IDS = 10_000
+
+# Models never come from a hub: a worker started without the CLI stays offline too.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _guard(task: Task) -> None:
@@ -173,9 +175,9 @@ def ping(self: Task, index: str | None = None, model: str | None = None) -> dict
 
 def preload() -> None:
     """Load the default model and the default index's vectors now, if asked to."""
-    if os.environ.get(PRELOAD_ENV) != "1":
-        return
     cache = process_cache()
+    if not cache.settings.worker_preload:
+        return
     index, model = cache.settings.index, cache.settings.default_model
     try:
         from indexer.aliases import resolve_concrete

@@ -17,7 +17,8 @@ from opensearchpy.helpers import scan
 from tqdm import tqdm
 
 from indexer.article_vectors import index_meta
-from reranker.article_side import ArticleSide, Reranker, article_side_from_record
+from reranker.article_side import ArticleSide, article_side_from_record
+from reranker.types import Reranker
 from worker.protocol import ReasonCode, RerankFailed
 
 

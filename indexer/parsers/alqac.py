@@ -25,8 +25,8 @@ from pathlib import Path
 from indexer.articles import Article
 from indexer.sentences import split_sentences
 from lexrerank.errors import InputError
-from lexrerank.input_files import read_input
 from reranker.datasets import alqac_doc_id
+from reranker.input_files import read_input
 
 # Clause/point markers that open a body line, never a title: "1.", "1)", "a)", "đ)", "-".
 _CLAUSE = re.compile(r"^(?:\d+[.)]|[a-zđ]\)|[-–•+*])(?:\s|$)")

@@ -39,10 +39,10 @@ from pathlib import Path
 from indexer.articles import Article
 from indexer.sentences import split_sentences
 from lexrerank.errors import InputError
-from lexrerank.input_files import read_input
-from lexrerank.xml_input import expat_parser
-from lexrerank.xml_input import parse as parse_xml
 from reranker.datasets import JAPANESE_HEADING, japanese_article_id
+from reranker.input_files import read_input
+from reranker.xml_input import expat_parser
+from reranker.xml_input import parse as parse_xml
 
 _ID = re.compile(r"\d+(?:-\d+)*")
 _RANGE = re.compile(r"\d+(?:-\d+)*:\d+(?:-\d+)*")

@@ -9,7 +9,7 @@ import pytest
 from opensearchpy import OpenSearch
 
 from reranker.datasets import read_queries
-from reranker.metrics import precision_recall_f2
+from reranker.ir_metrics import precision_recall_f2
 from tests.integration.conftest import data_dir, run_cli, unique_index
 
 

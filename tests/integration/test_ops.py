@@ -75,8 +75,11 @@ def ops_index(client: OpenSearch, gateway_model: str) -> Iterator[str]:
     client.indices.delete(index=name, ignore_unavailable=True)
     load_articles(client, name, lambda: iter(articles), "en", show_progress=False)
     client.indices.refresh(index=name)
-    embed_index(client, name, load_reranker(checkpoint_path(gateway_model), device="cpu"),
-                show_progress=False)
+    from lexrerank.config import get_settings
+
+    model = load_reranker(checkpoint_path(gateway_model), device="cpu",
+                          cache_dir=get_settings().cache_dir)
+    embed_index(client, name, model, show_progress=False)
     yield name
     client.indices.delete(index=name, ignore_unavailable=True)
 

@@ -10,14 +10,9 @@ import pytest
 import torch
 
 from lexrerank.errors import LexrerankError
-from reranker.attentive_cnn import (
-    ArticleVectors,
-    AttentiveCNN,
-    AttentiveCNNReranker,
-    WordVocab,
-    init_embeddings_from_encoder,
-    split_sentences,
-)
+from reranker.attentive_cnn import ArticleVectors, AttentiveCNNReranker
+from reranker.attentive_cnn_tower import AttentiveCNN, init_embeddings_from_encoder
+from reranker.word_vocab import WordVocab, split_query_sentences
 
 
 @pytest.fixture()
@@ -72,7 +67,7 @@ def test_attentive_cjk_and_english_tokenisation():
         "意",
     ]
     assert WordVocab.tokenize("Article 537(1) applies") == ["article", "537", "1", "applies"]
-    assert split_sentences("First one. Second one? 第三。第四") == [
+    assert split_query_sentences("First one. Second one? 第三。第四") == [
         "First one.",
         "Second one?",
         "第三。",

@@ -83,8 +83,9 @@ def test_finetuning_moves_the_layers_not_the_word_embeddings(tiny_corpus, tiny_q
     shipped = load_encoder(str(full), device="cpu")
     texts = list(tiny_queries.values())[:4]
     np.testing.assert_allclose(shipped.encode(texts), model.encode(texts), atol=1e-5)
-    # Loading the delta directory itself goes through the same cache.
-    assert load_encoder(str(delta), device="cpu").max_seq_length == 32
+    # Loading the delta directory itself goes through the cache under cache_dir.
+    assert load_encoder(str(delta), device="cpu", cache_dir=tmp_path).max_seq_length == 32
+    assert any((tmp_path / "encoders").glob("delta-v2-*"))
 
 
 def test_a_corrupted_delta_is_refused(tiny_corpus, tiny_queries, tmp_path):

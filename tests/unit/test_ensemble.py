@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import reranker.registry as registry
+from lexrerank.config import get_settings
 from lexrerank.errors import LanguageMismatch, LexrerankError
 from reranker.attentive_cnn import AttentiveCNNReranker
 from reranker.checkpoint import (
@@ -27,6 +28,7 @@ from reranker.fusion import (
     simplex_grid,
     tune_weights,
 )
+from reranker.model_names import MODEL_NAMES
 from reranker.paraformer import Paraformer
 
 
@@ -121,7 +123,6 @@ def test_a_model_is_refused_for_an_index_of_another_language(members: Path):
 
 def test_names_resolve_per_language(members: Path, monkeypatch):
     monkeypatch.setattr(registry, "SHIPPED_WEIGHTS", members.parent)
-    monkeypatch.delenv(registry.MODEL_DIR_ENV, raising=False)
     assert registry.checkpoint_path("default", "en") == members / "ensemble"
     assert registry.resolve_name("default", "en") == "ensemble"
     assert registry.member_names("default", "en") == ["paraformer", "attentive-cnn", "dense"]
@@ -130,6 +131,19 @@ def test_names_resolve_per_language(members: Path, monkeypatch):
         registry.checkpoint_path("default", "vi")
     with pytest.raises(LexrerankError, match="no 'paraformer' weights for vi"):
         registry.checkpoint_path("paraformer", "vi")
+
+
+def test_a_model_dir_overrides_the_shipped_weights(members: Path, monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "SHIPPED_WEIGHTS", tmp_path / "nothing-shipped")
+    with pytest.raises(LexrerankError, match="no reranker is trained for en"):
+        registry.checkpoint_path("default", "en")
+    # <dir>/<language>/<name>, as the CLI and the workers pass LEXRERANK_MODEL_DIR.
+    monkeypatch.setenv("LEXRERANK_MODEL_DIR", str(members.parent))
+    model_dir = get_settings().model_dir
+    assert registry.checkpoint_path("default", "en", model_dir) == members / "ensemble"
+    assert registry.available_models("en", model_dir) == list(MODEL_NAMES)
+    # <dir>/<name>, for every language.
+    assert registry.checkpoint_path("dense", "vi", members) == members / "dense"
 
 
 def test_the_service_fuses_bm25_and_every_member_in_one_rerank(members: Path, tiny_corpus,

@@ -155,12 +155,6 @@ def test_limits_follow_the_settings() -> None:
         plan({**QUERY, "ext": {"rerank": {"window_size": 51}}}, limits=limits)
 
 
-def test_shipped_model_names_match_the_registry() -> None:
-    from reranker.registry import MODEL_NAMES
-
-    assert tuple(SHIPPED_MODELS) == tuple(MODEL_NAMES)
-
-
 def test_limit_env_vars_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEXRERANK_MAX_BODY_BYTES", "123")
     monkeypatch.setenv("LEXRERANK_MAX_JSON_DEPTH", "7")

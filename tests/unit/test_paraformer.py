@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 from reranker.encoder import (
     DEFAULT_ENCODER,
@@ -17,7 +18,8 @@ from reranker.encoder import (
     resolve_encoder_path,
     truncate_query,
 )
-from reranker.paraformer import Paraformer, ParaformerHead, RerankOutput
+from reranker.paraformer import Paraformer, ParaformerHead
+from reranker.types import RerankOutput
 
 
 @pytest.fixture()
@@ -39,8 +41,15 @@ def test_paraformer_resolve_default_encoder(monkeypatch, tmp_path):
     model_dir.mkdir()
     (model_dir / "modules.json").write_text("[]")
     assert resolve_encoder_path(model_dir) == str(model_dir.resolve())
+    assert resolve_encoder_path(None, default=str(model_dir)) == str(model_dir.resolve())
+    # End to end: the CLI and the workers pass LEXRERANK_ENCODER as the default.
     monkeypatch.setenv("LEXRERANK_ENCODER", str(model_dir))
-    assert resolve_encoder_path(None) == str(model_dir.resolve())
+    assert resolve_encoder_path(None, default=get_settings().encoder) == str(model_dir.resolve())
+
+
+def test_an_encoder_built_on_first_use_needs_a_cache_dir():
+    with pytest.raises(LexrerankError, match="pass cache_dir"):
+        resolve_encoder_path("multilingual-e5-small")
 
 
 def test_paraformer_unknown_encoder_is_never_downloaded(tmp_path):

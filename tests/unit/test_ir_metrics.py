@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reranker.metrics import precision_recall_f2, ranking_metrics, set_metrics
+from reranker.ir_metrics import precision_recall_f2, ranking_metrics, set_metrics
 
 
 def test_f2_hand_computed() -> None:

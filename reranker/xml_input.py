@@ -11,7 +11,7 @@ import xml.parsers.expat
 from pathlib import Path
 from typing import Any
 
-from lexrerank.errors import InputError
+from reranker.errors import InputError
 
 
 def expat_parser(path: str | Path) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lexrerank.errors import InputError
+from reranker.errors import InputError
 
 
 def read_input(path: Path, what: str) -> bytes:
