@@ -180,8 +180,8 @@ def run(articles: int = 100_000, model: str = "paraformer", chunk_size: int = 20
     """Run the benchmark; see the module docstring. Returns the figures."""
     from indexer.aliases import versioned_indexes
     from indexer.reindex import ReindexJob, ReindexOptions
-    from indexer.reindex_progress import progress_key
     from lexrerank.opensearch_client import opensearch_client
+    from lexrerank.reindex_progress import progress_key
     from reranker.checkpoint import load_reranker
     from reranker.registry import checkpoint_path
     from worker.device import apply_torch_threads

@@ -60,8 +60,8 @@ def reindex_kill(timing: Any, model: str, index: str, deadline_ms: int, texts: l
     from bench.faults import inject_under_load, wait_ok
     from bench.loadgen import search_requests
     from indexer.parsers import parse_corpus
-    from indexer.reindex_progress import progress_key, read_progress
     from lexrerank.opensearch_client import opensearch_client
+    from lexrerank.reindex_progress import progress_key, read_progress
     from worker.celery_app import make_app
 
     corpus = _corpus(logs, articles)

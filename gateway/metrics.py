@@ -305,8 +305,8 @@ class QueueDepthCollector(Collector):
 
 
 def read_reindex_jobs(redis: Redis) -> list[dict[str, Any]]:
-    """Every reindex job record (see indexer.reindex_progress)."""
-    from indexer.reindex_progress import read_all_progress
+    """Every reindex job record (see lexrerank.reindex_progress)."""
+    from lexrerank.reindex_progress import read_all_progress
 
     return read_all_progress(redis)
 

@@ -19,7 +19,7 @@
 
 Any failure before step 8 leaves the alias where it was and the index marked ``failed``;
 re-running continues: loaded documents are not reloaded and embedded ones not recomputed.
-Progress goes to Redis (:mod:`indexer.reindex_progress`) for ops, and to stderr.
+Progress goes to Redis (:mod:`lexrerank.reindex_progress`) for ops, and to stderr.
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ from indexer.aliases import (
 from indexer.article_vectors import index_meta
 from indexer.articles import Article
 from indexer.bulk_load import cluster_plugins, load_articles
-from indexer.reindex_progress import new_record, write_progress
 from indexer.templates import index_body
 from lexrerank.config import Settings
 from lexrerank.errors import LexrerankError
 from lexrerank.redis_tls import redis_client
+from lexrerank.reindex_progress import new_record, write_progress
 
 log = logging.getLogger(__name__)
 

@@ -212,7 +212,7 @@ def _search_via_gateway(url: str, index: str, query: str, reranker: str, window:
 
 def _search_in_process(name: str, query: str, reranker: str, window: int, k: int
                        ) -> list[dict]:
-    from gateway.first_stage import search_bm25
+    from lexrerank.bm25 import search_bm25
     from lexrerank.opensearch_client import opensearch_client
 
     client = opensearch_client(get_settings())

@@ -19,8 +19,8 @@ from opensearchpy import OpenSearch
 from opensearchpy.helpers import scan
 from tqdm import tqdm
 
-from gateway.first_stage import search_bm25
 from indexer.article_vectors import index_language
+from lexrerank.bm25 import search_bm25
 from lexrerank.errors import LexrerankError
 from reranker.article_side import Reranker
 from reranker.checkpoint import read_config, save_checkpoint

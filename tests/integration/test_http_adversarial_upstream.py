@@ -369,8 +369,8 @@ def test_every_redis_client_speaks_tls_with_a_private_ca(
 
     from gateway.metrics import scrape_registry
     from indexer.reindex import ReindexJob, ReindexOptions
-    from indexer.reindex_progress import new_record, read_progress
     from lexrerank.redis_tls import redis_client
+    from lexrerank.reindex_progress import new_record, read_progress
     from worker.presence import KEY_PREFIX
 
     settings = tls_redis.settings()
