@@ -5,7 +5,7 @@
    random from all the code's sentences (seeded, so runs are comparable).
 2. Starts a private worker (prefork, ``--concurrency`` processes, one torch thread each, the
    workers' default) on private queue names of the configured Redis, waits until it has
-   loaded the model, and runs :class:`indexer.reindex.ReindexJob` on a private alias.
+   loaded the model, and runs :class:`indexer.reindex_job.ReindexJob` on a private alias.
 3. Times, on the same sentences and encode batch size (64) with the same torch threads per
    process: a bare ``SentenceTransformer.encode`` in this process (a seeded sample of
    ``bare_sample`` of the corpus's sentences, run once before and once after the job, since
@@ -179,7 +179,7 @@ def run(articles: int = 100_000, model: str = "paraformer", chunk_size: int = 20
         ) -> dict[str, Any]:
     """Run the benchmark; see the module docstring. Returns the figures."""
     from indexer.aliases import versioned_indexes
-    from indexer.reindex import ReindexJob, ReindexOptions
+    from indexer.reindex_job import ReindexJob, ReindexOptions
     from lexrerank.opensearch_client import opensearch_client
     from lexrerank.reindex_progress import progress_key
     from reranker.checkpoint import load_reranker

@@ -150,7 +150,7 @@ def reindex_kill(timing: Any, model: str, index: str, deadline_ms: int, texts: l
 
 def _without_vectors(client: Any, alias: str, model: str) -> int | None:
     """Documents behind ``alias`` lacking ``model``'s current vectors (None: no alias)."""
-    from indexer.reindex import lacking_ids
+    from indexer.embed_fanout import lacking_ids
     from reranker.checkpoint import read_config
     from reranker.registry import checkpoint_path
 
