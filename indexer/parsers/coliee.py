@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from indexer.articles import Article
-from indexer.sentences import split_sentences
+from indexer.sentences import article_sentences
 from lexrerank.errors import InputError
 
 HEADING_LEVELS = ("part", "chapter", "section", "subsection", "division")
@@ -188,7 +188,7 @@ def _finish(path: Path, current: dict | None, language: str) -> Iterator[Article
     yield Article(
         doc_id=current["id"],
         text=text,
-        sentences=tuple(split_sentences(text, language)),
+        sentences=tuple(article_sentences(text, language)),
         language=language,
         caption=current["caption"],
         headings=current["headings"],

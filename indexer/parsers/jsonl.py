@@ -12,7 +12,7 @@ Fields:
 * ``text`` (required): non-empty string, the article body; "\\n" separates paragraphs/items.
 * ``caption``: string or null, the article's title.
 * ``sentences``: non-empty list of non-empty strings, the units the rerankers attend over;
-  when absent they come from :func:`indexer.sentences.split_sentences`.
+  when absent they come from :func:`indexer.sentences.article_sentences`.
 * ``language``: ISO code ("en", "vi", "ja"); default: the ``language`` argument.
 * ``law_id``, ``article_id``: strings or null.
 * ``headings``: object mapping a level name ("part", "chapter", ...) to its heading string.
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from indexer.articles import Article
-from indexer.sentences import split_sentences
+from indexer.sentences import article_sentences
 from lexrerank.errors import InputError
 
 REQUIRED_FIELDS = ("id", "text")
@@ -132,7 +132,7 @@ def _article(path: Path, line_no: int, rec: object, default_language: str) -> Ar
         if not sentences:
             raise fail("'sentences' is empty; leave it out to split 'text' automatically")
     else:
-        sentences = tuple(split_sentences(text, language))
+        sentences = tuple(article_sentences(text, language))
 
     return Article(
         doc_id=doc_id,
