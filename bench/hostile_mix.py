@@ -36,7 +36,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.first_stage import bm25_body
+from lexrerank.bm25 import bm25_body
 from lexrerank.evaluation import percentile
 
 CLIENTS = 4

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from gateway.first_stage import bm25_body
+from lexrerank.bm25 import bm25_body
 from lexrerank.evaluation import percentile
 
 CLIENT_TIMEOUT_S = 30.0

@@ -46,7 +46,7 @@ from bench.services import (
     run_clients,
     run_paired_clients,
 )
-from gateway.first_stage import bm25_body
+from lexrerank.bm25 import bm25_body
 from lexrerank.config import get_settings
 from lexrerank.evaluation import percentile
 

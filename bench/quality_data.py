@@ -1,7 +1,7 @@
 """What the quality protocol reads: a corpus from its index, query sets, BM25 windows.
 
 Everything comes from the real first stage: the statute index in OpenSearch, searched with
-the same BM25 query the gateway runs (:func:`gateway.first_stage.search_bm25`).
+the same BM25 query `lexrerank search` and `eval` run (:func:`lexrerank.bm25.search_bm25`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.helpers import scan
 from tqdm import tqdm
 
-from gateway.first_stage import search_bm25
+from lexrerank.bm25 import search_bm25
 from reranker.datasets import Query, read_queries
 from reranker.training import TrainingExample
 

@@ -5,7 +5,7 @@
    random from all the code's sentences (seeded, so runs are comparable).
 2. Starts a private worker (prefork, ``--concurrency`` processes, one torch thread each, the
    workers' default) on private queue names of the configured Redis, waits until it has
-   loaded the model, and runs :class:`indexer.reindex.ReindexJob` on a private alias.
+   loaded the model, and runs :class:`indexer.reindex_job.ReindexJob` on a private alias.
 3. Times, on the same sentences and encode batch size (64) with the same torch threads per
    process: a bare ``SentenceTransformer.encode`` in this process (a seeded sample of
    ``bare_sample`` of the corpus's sentences, run once before and once after the job, since
@@ -174,20 +174,45 @@ def _cache_mb(client: Any, index: str, model: Any) -> float:
     return (after - before) / 2**20
 
 
+@dataclasses.dataclass
+class _Measured:
+    """What one run measured: the job's report and the figures around it."""
+
+    report: Any  # indexer.reindex_job.ReindexReport
+    articles: int
+    sentences: int
+    worker_ready_s: float
+    worker_cpu: float  # the worker processes' user+sys seconds over the job
+    worker_peaks: dict[str, float]
+    log_tail: str
+    bare_runs: list[tuple[float, float]]  # (sentences/s, per CPU s), before and after
+    bare_sample: int
+    cache_mb: float
+
+
 def run(articles: int = 100_000, model: str = "paraformer", chunk_size: int = 200,
         concurrency: int = 1, keep_index: bool = False, bare_sample: int = 3000
         ) -> dict[str, Any]:
     """Run the benchmark; see the module docstring. Returns the figures."""
-    from indexer.aliases import versioned_indexes
-    from indexer.reindex import ReindexJob, ReindexOptions
-    from indexer.reindex_progress import progress_key
     from lexrerank.opensearch_client import opensearch_client
+
+    alias = f"bench-reindex-{uuid.uuid4().hex[:8]}"
+    client = opensearch_client(get_settings())
+    measured = _measure(client, alias, articles, model, chunk_size, concurrency, bare_sample)
+    result = _figures(measured, model, chunk_size, concurrency)
+    if not keep_index:
+        _delete_job(client, alias)
+    return result
+
+
+def _measure(client: Any, alias: str, articles: int, model: str, chunk_size: int,
+             concurrency: int, bare_sample: int) -> _Measured:
+    """Steps 1-4 of the module docstring, in a temporary directory."""
+    from indexer.reindex_job import ReindexJob, ReindexOptions
     from reranker.checkpoint import load_reranker
     from reranker.registry import checkpoint_path
     from worker.device import apply_torch_threads
 
-    alias = f"bench-reindex-{uuid.uuid4().hex[:8]}"
-    client = opensearch_client(get_settings())
     with tempfile.TemporaryDirectory(prefix="lexrerank-bench-reindex-") as tmp:
         corpus = Path(tmp) / "scale.jsonl"
         n_articles, n_sentences = generate_corpus(corpus, articles)
@@ -218,26 +243,38 @@ def run(articles: int = 100_000, model: str = "paraformer", chunk_size: int = 20
             log_tail = worker.log.read_text(errors="replace")[-2000:]
         bare_runs.append(_bare_encode(loaded, sample))
         cache_mb = _cache_mb(client, report.index, loaded)
-    bare = sum(r[0] for r in bare_runs) / len(bare_runs)
-    bare_cpu = sum(r[1] for r in bare_runs) / len(bare_runs)
+    return _Measured(report, n_articles, n_sentences, worker_ready_s, worker_cpu,
+                     worker_peaks, log_tail, bare_runs, len(sample), cache_mb)
+
+
+def _device() -> tuple[str, int]:
+    """(the device name, torch threads of this process)."""
     try:
         import torch
 
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-        threads = torch.get_num_threads()
+        return device, torch.get_num_threads()
     except ImportError:  # pragma: no cover - torch is a main dependency
-        device, threads = "cpu", 1
+        return "cpu", 1
+
+
+def _figures(m: _Measured, model: str, chunk_size: int, concurrency: int) -> dict[str, Any]:
+    """The printed JSON object."""
+    report, n_sentences, worker_cpu = m.report, m.sentences, m.worker_cpu
+    bare = sum(r[0] for r in m.bare_runs) / len(m.bare_runs)
+    bare_cpu = sum(r[1] for r in m.bare_runs) / len(m.bare_runs)
+    device, threads = _device()
     embed_rate = n_sentences / report.seconds["embed"]
     result = {
-        "suite": "reindex", "model": model, "articles": n_articles, "sentences": n_sentences,
+        "suite": "reindex", "model": model, "articles": m.articles, "sentences": n_sentences,
         "chunk_size": chunk_size, "worker_processes": concurrency, "torch_threads": threads,
         "cpus": os.cpu_count(), "device": device,
         "bulk_docs_per_s": round(report.bulk_docs_per_s or 0.0, 1),
         "embed_sentences_per_s": round(embed_rate, 1),
         "bare_encode_sentences_per_s": round(bare, 1),
         "embed_ratio_vs_bare_encode": round(embed_rate / (bare * concurrency), 3),
-        "bare_encode_runs_sentences_per_s": [round(r[0], 1) for r in bare_runs],
-        "bare_encode_sample_sentences": len(sample),
+        "bare_encode_runs_sentences_per_s": [round(r[0], 1) for r in m.bare_runs],
+        "bare_encode_sample_sentences": m.bare_sample,
         # Per CPU second (worker processes' user+sys over the job vs the bare encode's):
         # the workers' own overhead, whatever else the shared machine was running.
         "embed_sentences_per_cpu_s": round(n_sentences / worker_cpu, 1) if worker_cpu else None,
@@ -245,21 +282,26 @@ def run(articles: int = 100_000, model: str = "paraformer", chunk_size: int = 20
         "embed_cpu_ratio_vs_bare_encode": (round(n_sentences / worker_cpu / bare_cpu, 3)
                                            if worker_cpu else None),
         "load_average_1m_after": round(os.getloadavg()[0], 2),
-        "worker_peak_rss_mb": max(worker_peaks.values(), default=None),
-        "worker_peak_rss_mb_by_pid": worker_peaks,
-        "cache_mb": round(cache_mb, 2),
-        "cache_mb_per_100k_articles": round(cache_mb * 100_000 / n_articles, 1),
+        "worker_peak_rss_mb": max(m.worker_peaks.values(), default=None),
+        "worker_peak_rss_mb_by_pid": m.worker_peaks,
+        "cache_mb": round(m.cache_mb, 2),
+        "cache_mb_per_100k_articles": round(m.cache_mb * 100_000 / m.articles, 1),
         "warm": report.warmed,
         "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
-        "worker_ready_s": round(worker_ready_s, 1),
+        "worker_ready_s": round(m.worker_ready_s, 1),
         "index": report.index,
     }
     if not result["worker_peak_rss_mb"]:
-        result["worker_log_tail"] = log_tail
-    if not keep_index:
-        for name in versioned_indexes(client, alias).values():
-            client.indices.delete(index=name)
-        from lexrerank.redis_tls import redis_client
-
-        redis_client(get_settings()).delete(progress_key(alias))
+        result["worker_log_tail"] = m.log_tail
     return result
+
+
+def _delete_job(client: Any, alias: str) -> None:
+    """Delete the alias's versions and its progress record."""
+    from indexer.aliases import versioned_indexes
+    from lexrerank.redis_tls import redis_client
+    from lexrerank.reindex_progress import progress_key
+
+    for name in versioned_indexes(client, alias).values():
+        client.indices.delete(index=name)
+    redis_client(get_settings()).delete(progress_key(alias))

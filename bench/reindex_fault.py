@@ -57,100 +57,125 @@ def reindex_kill(timing: Any, model: str, index: str, deadline_ms: int, texts: l
                  logs: Path, articles: int | None = None) -> dict[str, Any]:
     """Run the fault (``timing``: :class:`bench.faults.Timing`) and report it; ``articles``
     limits the corpus to the civil code's first articles (None: all of it)."""
-    from bench.faults import inject_under_load, wait_ok
-    from bench.loadgen import search_requests
-    from indexer.parsers import parse_corpus
-    from indexer.reindex_progress import progress_key, read_progress
-    from lexrerank.opensearch_client import opensearch_client
-    from worker.celery_app import make_app
+    return _ReindexKill(model, index, deadline_ms, logs, _corpus(logs, articles)).run(
+        timing, texts)
 
-    corpus = _corpus(logs, articles)
-    articles = sum(1 for _ in parse_corpus(corpus))
-    tag = uuid.uuid4().hex[:8]
-    alias = f"fault-reindex-{tag}"
-    redis = PrivateRedis(logs)
-    redis.start()
-    services = Services(model, index, logs, prefix="faults-rx", env={
-        "REDIS_URL": redis.url, "LEXRERANK_RERANK_TIMEOUT_MS": str(deadline_ms)})
-    embed_env = {**services.env, "LEXRERANK_INDEX": alias}  # nothing to preload yet
-    app = make_app(services.settings())
-    embed: dict[str, subprocess.Popen] = {}
-    client = opensearch_client(get_settings())
 
-    def start_embed_worker() -> float:
+class _ReindexKill:
+    """The fault's services and the steps it takes (see the module docstring)."""
+
+    def __init__(self, model: str, index: str, deadline_ms: int, logs: Path,
+                 corpus: Path) -> None:
+        from indexer.parsers import parse_corpus
+        from lexrerank.opensearch_client import opensearch_client
+        from worker.celery_app import make_app
+
+        self.model, self.index, self.deadline_ms, self.logs = model, index, deadline_ms, logs
+        self.corpus = corpus
+        self.articles = sum(1 for _ in parse_corpus(corpus))
+        self.alias = f"fault-reindex-{uuid.uuid4().hex[:8]}"
+        self.redis = PrivateRedis(logs)
+        self.redis.start()
+        self.services = Services(model, index, logs, prefix="faults-rx", env={
+            "REDIS_URL": self.redis.url, "LEXRERANK_RERANK_TIMEOUT_MS": str(deadline_ms)})
+        self.embed_env = {**self.services.env, "LEXRERANK_INDEX": self.alias}  # no preload yet
+        self.app = make_app(self.services.settings())
+        self.embed: subprocess.Popen | None = None
+        self.job: subprocess.Popen | None = None
+        self.client = opensearch_client(get_settings())
+        self.progress_redis = redis_client(get_settings(), self.redis.url)
+        self.at_kill: dict[str, Any] = {}
+        self.rerun: dict[str, Any] = {}
+
+    def run(self, timing: Any, texts: list[str]) -> dict[str, Any]:
+        """Start everything, kill the job mid-embedding under load, re-run, count; clean up."""
+        from bench.faults import inject_under_load, wait_ok
+        from bench.loadgen import search_requests
+
+        try:
+            self.services.start()
+            self.start_embed_worker()
+            wait_ok(self.services.url, self.index, texts, self.deadline_ms,
+                    self.logs / "worker.log")
+            self.job = self.reindex_job()
+            wait_until(self.mid_embedding, self.job, "reindex job (embedding)",
+                       self.logs / "reindex.log", 600)
+            requests = search_requests(self.services.url, self.index, texts, True,
+                                       timeout_ms=self.deadline_ms)
+            report = inject_under_load("reindex_kill", requests, timing, self.deadline_ms,
+                                       self.inject, self.start_embed_worker,
+                                       self.rerun_and_count)
+            report.update(
+                corpus_articles=self.articles,
+                chunks_done_at_kill=self.at_kill.get("chunks_done"),
+                chunks_total=self.at_kill.get("chunks_total"),
+                rerun_returncode=self.rerun.get("returncode"),
+                rerun_resumed=(self.rerun.get("report") or {}).get("resumed"),
+                rerun_embedded=(self.rerun.get("report") or {}).get("embedded"),
+                docs_without_vectors=_without_vectors(self.client, self.alias, self.model),
+            )
+            return report
+        finally:
+            self.stop()
+
+    def start_embed_worker(self) -> float:
         node = f"faults-embed-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-        embed["proc"] = spawn([sys.executable, "-m", "lexrerank", "worker", "--hostname", node,
-                               "--queues", services.embed_queue], embed_env,
-                              logs / "embed-worker.log")
+        self.embed = spawn([sys.executable, "-m", "lexrerank", "worker", "--hostname", node,
+                            "--queues", self.services.embed_queue], self.embed_env,
+                           self.logs / "embed-worker.log")
         # A control ping, not a task: a task would queue behind the job's pending chunks.
-        return wait_until(lambda: _answers_ping(app, node), embed["proc"], "embed worker",
-                          logs / "embed-worker.log")
+        return wait_until(lambda: _answers_ping(self.app, node), self.embed, "embed worker",
+                          self.logs / "embed-worker.log")
 
-    def reindex_job() -> subprocess.Popen:
-        return spawn([sys.executable, "-m", "lexrerank", "reindex", "--alias", alias,
-                      "--corpus", str(corpus), "--model", model, "--chunk-size",
-                      str(CHUNK_SIZE), "--json"], services.env, logs / "reindex.log")
+    def reindex_job(self) -> subprocess.Popen:
+        return spawn([sys.executable, "-m", "lexrerank", "reindex", "--alias", self.alias,
+                      "--corpus", str(self.corpus), "--model", self.model, "--chunk-size",
+                      str(CHUNK_SIZE), "--json"], self.services.env, self.logs / "reindex.log")
 
-    progress_redis = redis_client(get_settings(), redis.url)
-    at_kill: dict[str, Any] = {}
-    rerun: dict[str, Any] = {}
-    try:
-        services.start()
-        start_embed_worker()
-        wait_ok(services.url, index, texts, deadline_ms, logs / "worker.log")
-        job = reindex_job()
+    def mid_embedding(self) -> bool:
+        from lexrerank.reindex_progress import read_progress
 
-        def mid_embedding() -> bool:
-            record = read_progress(progress_redis, alias) or {}
-            return record.get("state") == "embedding" and record.get("chunks_done", 0) >= 1
+        record = read_progress(self.progress_redis, self.alias) or {}
+        return record.get("state") == "embedding" and record.get("chunks_done", 0) >= 1
 
-        wait_until(mid_embedding, job, "reindex job (embedding)", logs / "reindex.log", 600)
+    def inject(self) -> None:
+        """SIGKILL the job and the embed worker together."""
+        from lexrerank.reindex_progress import read_progress
 
-        def inject() -> None:
-            at_kill.update(read_progress(progress_redis, alias) or {})
-            signal_group(job, signal.SIGKILL)
-            signal_group(embed["proc"], signal.SIGKILL)
+        self.at_kill.update(read_progress(self.progress_redis, self.alias) or {})
+        signal_group(self.job, signal.SIGKILL)
+        signal_group(self.embed, signal.SIGKILL)
 
-        def rerun_and_count() -> int:
-            proc = reindex_job()
-            try:
-                proc.wait(timeout=RERUN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                signal_group(proc, signal.SIGKILL)
-            log = (logs / "reindex.log").read_text(errors="replace").splitlines()
-            reports = [line for line in log if line.startswith("{")]
-            rerun.update(returncode=proc.returncode,
-                         report=json.loads(reports[-1]) if reports else None)
-            client.indices.refresh(index=alias, ignore_unavailable=True)
-            held = client.count(index=alias)["count"] if client.indices.exists(
-                index=alias) else 0
-            return articles - held
+    def rerun_and_count(self) -> int:
+        """Run the same command again; the corpus articles missing behind the alias."""
+        proc = self.reindex_job()
+        try:
+            proc.wait(timeout=RERUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+        log = (self.logs / "reindex.log").read_text(errors="replace").splitlines()
+        reports = [line for line in log if line.startswith("{")]
+        self.rerun.update(returncode=proc.returncode,
+                          report=json.loads(reports[-1]) if reports else None)
+        self.client.indices.refresh(index=self.alias, ignore_unavailable=True)
+        held = self.client.count(index=self.alias)["count"] if self.client.indices.exists(
+            index=self.alias) else 0
+        return self.articles - held
 
-        requests = search_requests(services.url, index, texts, True, timeout_ms=deadline_ms)
-        report = inject_under_load("reindex_kill", requests, timing, deadline_ms, inject,
-                                   start_embed_worker, rerun_and_count)
-        report.update(
-            corpus_articles=articles,
-            chunks_done_at_kill=at_kill.get("chunks_done"),
-            chunks_total=at_kill.get("chunks_total"),
-            rerun_returncode=rerun.get("returncode"),
-            rerun_resumed=(rerun.get("report") or {}).get("resumed"),
-            rerun_embedded=(rerun.get("report") or {}).get("embedded"),
-            docs_without_vectors=_without_vectors(client, alias, model),
-        )
-        return report
-    finally:
-        signal_group(embed.get("proc"), signal.SIGTERM)
-        services.stop()
-        progress_redis.delete(progress_key(alias))
-        redis.stop()
-        client.indices.delete(index=f"{alias}-v*", ignore_unavailable=True,
-                              allow_no_indices=True)
+    def stop(self) -> None:
+        from lexrerank.reindex_progress import progress_key
+
+        signal_group(self.embed, signal.SIGTERM)
+        self.services.stop()
+        self.progress_redis.delete(progress_key(self.alias))
+        self.redis.stop()
+        self.client.indices.delete(index=f"{self.alias}-v*", ignore_unavailable=True,
+                                   allow_no_indices=True)
 
 
 def _without_vectors(client: Any, alias: str, model: str) -> int | None:
     """Documents behind ``alias`` lacking ``model``'s current vectors (None: no alias)."""
-    from indexer.reindex import lacking_ids
+    from indexer.embed_fanout import lacking_ids
     from reranker.checkpoint import read_config
     from reranker.registry import checkpoint_path
 

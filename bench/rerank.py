@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from bench.services import coliee_queries
-from gateway.first_stage import search_bm25
+from lexrerank.bm25 import search_bm25
 from lexrerank.config import get_settings
 from lexrerank.evaluation import percentile
 from lexrerank.opensearch_client import opensearch_client

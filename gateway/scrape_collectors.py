@@ -6,7 +6,7 @@ so a dead Redis cannot stall a scrape (it reports ``lexrerank_queue_depth_scrape
 - ``lexrerank_queue_depth{queue}`` (Redis ``LLEN`` of each Celery queue, priority lists
   included) and ``lexrerank_queue_depth_scrape_ok``;
 - the ``lexrerank_reindex_*`` gauges per alias, from the ``lexrerank:reindex:<alias>``
-  records (:mod:`indexer.reindex_progress`).
+  records (:mod:`lexrerank.reindex_progress`).
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ class QueueDepthCollector(Collector):
 
 
 def read_reindex_jobs(redis: Redis) -> list[dict[str, Any]]:
-    """Every reindex job record (see indexer.reindex_progress)."""
-    from indexer.reindex_progress import read_all_progress
+    """Every reindex job record (see lexrerank.reindex_progress)."""
+    from lexrerank.reindex_progress import read_all_progress
 
     return read_all_progress(redis)
 

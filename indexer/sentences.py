@@ -71,7 +71,7 @@ _JA_SENTENCE = re.compile(r"[^。！？]*[。！？]+[」』）)]*|[^。！？]+
 _SEMICOLON = re.compile(r"(?<=;)\s+")
 
 
-def split_sentences(text: str, language: str, max_chars: int | None = None) -> list[str]:
+def article_sentences(text: str, language: str, max_chars: int | None = None) -> list[str]:
     """Split ``text`` (an article body) into paragraphs/items, then long ones into sentences.
 
     ``language`` is an ISO code ("en", "vi", "ja"; a region suffix like "en-US" is ignored);

@@ -3,26 +3,21 @@
 English: Porter stemming and English stop words (the reference BM25 setup). Vietnamese: the
 ICU tokenizer; Japanese: kuromoji (search mode, base forms, part-of-speech and stop filtering)
 *and* overlapping character bigrams in the sub-field ``content.bigram``, searched together
-(:data:`FIRST_STAGE_FIELDS`): that pair measured best of the chains compared by
-``lexrerank bench japanese-bm25`` in every rolling-origin fold (docs/japanese.md). ICU and
-kuromoji come from the ``lexrerank-analysis-intl`` plugin (or the official analysis-icu /
-analysis-kuromoji plugins on a production cluster); where a cluster has neither, the standard
-tokenizer (Vietnamese) and CJK bigrams alone (Japanese) stand in.
+(:data:`lexrerank.index_fields.FIRST_STAGE_FIELDS`): that pair measured best of the chains
+compared by ``lexrerank bench japanese-bm25`` in every rolling-origin fold (docs/japanese.md).
+ICU and kuromoji come from the ``lexrerank-analysis-intl`` plugin (or the official
+analysis-icu / analysis-kuromoji plugins on a production cluster); where a cluster has
+neither, the standard tokenizer (Vietnamese) and CJK bigrams alone (Japanese) stand in.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lexrerank.index_fields import BIGRAM_FIELD, CONTENT_FIELD
+
 LANGUAGES = ("en", "vi", "ja")
 SCHEMA_VERSION = 1
-# Fields the first stage searches: caption and body together, as one BM25 document.
-CONTENT_FIELD = "content"
-# Japanese only: the same text as character bigrams, scored beside kuromoji's words.
-BIGRAM_FIELD = f"{CONTENT_FIELD}.bigram"
-#: What the first stage queries (a ``most_fields`` multi_match: the scores add up). Indexes
-#: without the bigram sub-field (English, Vietnamese) simply have no hits in it.
-FIRST_STAGE_FIELDS = (CONTENT_FIELD, BIGRAM_FIELD)
 _BIGRAM_ANALYZER = {"type": "custom", "tokenizer": "standard",
                     "filter": ["cjk_width", "lowercase", "cjk_bigram"]}
 

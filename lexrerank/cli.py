@@ -65,20 +65,40 @@ def expand_via_gateway(argv: list[str], default_url: str) -> list[str]:
     return out
 
 
+def error_message(exc: Exception) -> str | None:
+    """The one line the command line prints for a library error; None: not one of them.
+
+    The only place that turns exceptions into messages: :class:`LexrerankError` (and its
+    subclasses) carries its own; OpenSearch's 400s and unreachable clusters, and a rerank
+    answer that does not fit the first stage (:class:`gateway.merge.MergeError`), are
+    worded here. Anything else is a bug and keeps its traceback.
+    """
+    from gateway.merge import MergeError
+
+    if isinstance(exc, LexrerankError):
+        return str(exc)
+    if isinstance(exc, OSRequestError):
+        # A 400 from OpenSearch (e.g. a mapping the query does not fit): its reason, one line.
+        return f"OpenSearch rejected the request ({exc.status_code} {exc.error})"
+    if isinstance(exc, OSConnectionError):
+        from lexrerank.opensearch_client import unreachable_message
+
+        return unreachable_message(get_settings())
+    if isinstance(exc, MergeError):
+        return f"the rerank does not fit the first stage: {exc}"
+    return None
+
+
 def main() -> None:
     """Entry point: user-facing errors become one line and exit code 2, never a traceback."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         app(args=expand_via_gateway(sys.argv[1:], get_settings().gateway_url))
-    except LexrerankError as exc:
-        _fail(str(exc))
-    except OSRequestError as exc:
-        # A 400 from OpenSearch (e.g. a mapping the query does not fit): its reason, one line.
-        _fail(f"OpenSearch rejected the request ({exc.status_code} {exc.error})")
-    except OSConnectionError:
-        from lexrerank.opensearch_client import unreachable_message
-
-        _fail(unreachable_message(get_settings()))
+    except Exception as exc:  # noqa: BLE001 - mapped to one line, or re-raised as it was
+        message = error_message(exc)
+        if message is None:
+            raise
+        _fail(message)
 
 
 @app.command()
@@ -212,28 +232,28 @@ def _search_via_gateway(url: str, index: str, query: str, reranker: str, window:
 
 def _search_in_process(name: str, query: str, reranker: str, window: int, k: int
                        ) -> list[dict]:
-    from gateway.first_stage import search_bm25
+    """The gateway's path without HTTP: BM25, the worker's rerank computation in this
+    process, and the gateway's own window merge (:mod:`gateway.merge`)."""
+    from gateway.merge import merge_fallback, merge_reranked, window_candidates
+    from lexrerank.bm25 import bm25_response
+    from lexrerank.gateway_client import rows_from_response
     from lexrerank.opensearch_client import opensearch_client
 
     client = opensearch_client(get_settings())
-    hits = search_bm25(client, name, query, size=max(k, window if reranker != "none" else k))
-    rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "caption": h.source.get("caption"),
-             "text": h.source.get("text")} for i, h in enumerate(hits, start=1)]
-    if reranker != "none":
-        from worker.rerank_service import RerankService
+    if reranker == "none":
+        return rows_from_response(merge_fallback(bm25_response(client, name, query, size=k),
+                                                 0, k))
+    response = bm25_response(client, name, query, size=max(k, window))
+    from worker.rerank_service import RerankService
 
-        service = RerankService.load(client, name, reranker)
-        by_id = {r["doc_id"]: r for r in rows}
-        result = service.rerank(query, [(h.doc_id, h.score) for h in hits[:window]])
-        if result.query_truncated:
-            err.print("note: the query is longer than the model reads; it was reranked on "
-                      "its first part (BM25 used all of it)", highlight=False)
-        reranked = [{**by_id[h.doc_id], "rank": i, "score": h.score,
-                     "first_stage_rank": h.first_stage_rank, "model_score": h.model_score,
-                     "evidence": h.evidence} for i, h in enumerate(result.hits, start=1)]
-        rows = reranked + [{**r, "rank": len(reranked) + j}
-                           for j, r in enumerate(rows[window:], start=1)]
-    return rows[:k]
+    service = RerankService.load(client, name, reranker)
+    candidates = [(doc_id, score) for doc_id, score in window_candidates(response, window)]
+    result = service.rerank(query, candidates)
+    if result.query_truncated:
+        err.print("note: the query is longer than the model reads; it was reranked on "
+                  "its first part (BM25 used all of it)", highlight=False)
+    merged = merge_reranked(response, result.to_dict(), window, 0, k, explain=True)
+    return rows_from_response(merged)
 
 
 @app.command("eval")

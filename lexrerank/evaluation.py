@@ -16,7 +16,7 @@ from pathlib import Path
 from opensearchpy import OpenSearch
 from tqdm import tqdm
 
-from gateway.first_stage import Hit, search_bm25
+from lexrerank.bm25 import Hit, search_bm25
 from reranker.cutoff import CutoffPolicy
 from reranker.datasets import Query
 from reranker.ir_metrics import ranking_metrics, set_metrics

@@ -1,7 +1,7 @@
 """`search` and `eval` through the gateway (``--via-gateway``): the whole serving pipeline.
 
 The requests are what any OpenSearch client would send: the first-stage BM25 query of
-:func:`gateway.first_stage.bm25_body`, plus ``search_pipeline=lexrerank`` and ``ext.rerank``
+:func:`lexrerank.bm25.bm25_body`, plus ``search_pipeline=lexrerank`` and ``ext.rerank``
 when a reranker is named. Results are shaped like the in-process path's, so `eval` scores
 both the same way (and they must agree).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from gateway.first_stage import bm25_body
+from lexrerank.bm25 import bm25_body
 from lexrerank.errors import LexrerankError
 from lexrerank.evaluation import FIRST_STAGE_DEPTH, QueryResult
 from reranker.datasets import Query

@@ -56,7 +56,7 @@ def reindex(
     = False,
 ) -> None:
     """Build a new versioned index from a corpus, embed it on the workers, swap the alias."""
-    from indexer.reindex import ReindexOptions, run_reindex
+    from indexer.reindex_job import ReindexOptions, run_reindex
     from lexrerank.opensearch_client import opensearch_client
 
     settings = get_settings()
@@ -85,7 +85,7 @@ def rollback(
     alias: Annotated[str, typer.Option(help="Alias to move back to its previous version.")],
 ) -> None:
     """Point an alias back at the version it replaced, in one atomic call."""
-    from indexer.reindex import rollback as roll_back
+    from indexer.rollback import rollback as roll_back
     from lexrerank.opensearch_client import opensearch_client
 
     settings = get_settings()

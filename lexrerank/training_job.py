@@ -19,8 +19,8 @@ from opensearchpy import OpenSearch
 from opensearchpy.helpers import scan
 from tqdm import tqdm
 
-from gateway.first_stage import search_bm25
 from indexer.article_vectors import index_language
+from lexrerank.bm25 import search_bm25
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 from reranker.checkpoint import read_config, save_checkpoint
@@ -115,21 +115,15 @@ def train(client: OpenSearch, index: str, options: TrainOptions, train_files: Se
           train_queries: Sequence[Query], dev_files: Sequence[Path],
           dev_queries: Sequence[Query], out: Path,
           settings_from: Path | None = None) -> dict[str, Any]:
-    """Train, tune fusion + cut-off on dev (or copy them from ``settings_from``), save."""
+    """Train, tune fusion + cut-off on dev (or copy them from ``settings_from``), save.
+
+    Raises :class:`LexrerankError` for an empty index, an unknown model, or neither dev
+    queries nor ``settings_from`` to take fusion and cut-off from.
+    """
     articles = fetch_articles(client, index)
     if not articles:
         raise LexrerankError(f"index {index!r} is empty: index a corpus first")
-    missing = sorted({g for q in train_queries for g in q.gold} - articles.keys())
-    if missing:
-        print(f"warning: {len(missing)} gold articles are not in {index!r} "
-              f"(e.g. {missing[0]}); those positives are skipped", file=sys.stderr)
-    train_candidates = first_stage(client, index, train_queries, options.hard_depth,
-                                   "BM25 for training queries")
-    examples = []
-    for example in build_examples(train_queries, train_candidates, options.hard_depth):
-        example.positives = [p for p in example.positives if p in articles]
-        if example.positives:
-            examples.append(example)
+    examples = _training_examples(client, index, options, train_queries, articles)
     dev_candidates = first_stage(client, index, dev_queries, options.window,
                                  "BM25 for dev queries") if dev_queries else {}
     dev_examples = build_examples(dev_queries, dev_candidates, options.window) or None
@@ -138,34 +132,67 @@ def train(client: OpenSearch, index: str, options: TrainOptions, train_files: Se
         model, examples, articles, dev_examples, epochs=options.epochs, lr=options.lr,
         batch_size=options.batch_size, negatives_per_query=options.negatives,
         loss=options.loss, seed=options.seed, patience=options.patience)
-    metrics: dict[str, Any] = {}
-    if settings_from is not None:
-        source = read_config(settings_from)
-        fusion = Fusion.from_dict(source["fusion"])
-        cutoff = CutoffPolicy.from_dict(source["cutoff"])
-        tuned_on = f"copied from {settings_from.name} ({source['training'].get('tuned_on')})"
-    elif dev_queries:
-        fusion, cutoff, f2 = tune_fusion(dev_windows(model, dev_queries, dev_candidates,
-                                                     articles))
-        metrics["dev_f2"] = round(f2, 4)
-        tuned_on = [p.name for p in dev_files]
-    else:
+    if settings_from is None and not dev_queries:
         raise LexrerankError("give --dev FILE (to tune fusion and cut-off) or --settings-from "
                              "CHECKPOINT (to reuse tuned ones)")
+    tuned = _tuned_settings(model, settings_from, dev_files, dev_queries, dev_candidates,
+                            articles)
     language = index_language(client, index)
     config = {
         # The corpus language trained for: the model is refused for indexes of others.
         "languages": [language] if language else [],
-        "fusion": fusion.to_dict(),
-        "cutoff": cutoff.to_dict(),
+        "fusion": tuned.fusion.to_dict(),
+        "cutoff": tuned.cutoff.to_dict(),
         "training": {
             "train_files": _files_digest(train_files), "dev_files": _files_digest(dev_files),
             "train_queries": len(examples), "dev_queries": len(dev_queries), "index": index,
-            "tuned_on": tuned_on, "options": vars(options), "report": report.to_dict(),
+            "tuned_on": tuned.tuned_on, "options": vars(options), "report": report.to_dict(),
         },
-        "metrics": metrics,
+        "metrics": tuned.metrics,
     }
     save_checkpoint(out, model, config)
-    return {"out": str(out), "model_version": model.model_version, "fusion": fusion.to_dict(),
-            "cutoff": str(cutoff), "best_epoch": report.best_epoch,
-            "dev_mrr": report.best_dev_metric, **metrics, "seconds": round(report.seconds, 1)}
+    return {"out": str(out), "model_version": model.model_version,
+            "fusion": tuned.fusion.to_dict(), "cutoff": str(tuned.cutoff),
+            "best_epoch": report.best_epoch, "dev_mrr": report.best_dev_metric,
+            **tuned.metrics, "seconds": round(report.seconds, 1)}
+
+
+def _training_examples(client: OpenSearch, index: str, options: TrainOptions,
+                       queries: Sequence[Query], articles: dict[str, list[str]]
+                       ) -> list[TrainingExample]:
+    """Each query with its BM25 hard negatives; gold articles not in the index are skipped
+    (with a warning), and queries left without a positive are dropped."""
+    missing = sorted({g for q in queries for g in q.gold} - articles.keys())
+    if missing:
+        print(f"warning: {len(missing)} gold articles are not in {index!r} "
+              f"(e.g. {missing[0]}); those positives are skipped", file=sys.stderr)
+    candidates = first_stage(client, index, queries, options.hard_depth,
+                             "BM25 for training queries")
+    examples = []
+    for example in build_examples(queries, candidates, options.hard_depth):
+        example.positives = [p for p in example.positives if p in articles]
+        if example.positives:
+            examples.append(example)
+    return examples
+
+
+@dataclass
+class _Tuned:
+    fusion: Fusion
+    cutoff: CutoffPolicy
+    tuned_on: Any  # what they were chosen on: dev file names, or where they were copied from
+    metrics: dict[str, Any]
+
+
+def _tuned_settings(model: Reranker, settings_from: Path | None, dev_files: Sequence[Path],
+                    dev_queries: Sequence[Query], dev_candidates: Candidates,
+                    articles: dict[str, list[str]]) -> _Tuned:
+    """Fusion and cut-off copied from ``settings_from``, else tuned on the dev windows."""
+    if settings_from is not None:
+        source = read_config(settings_from)
+        return _Tuned(Fusion.from_dict(source["fusion"]),
+                      CutoffPolicy.from_dict(source["cutoff"]),
+                      f"copied from {settings_from.name} ({source['training'].get('tuned_on')})",
+                      {})
+    fusion, cutoff, f2 = tune_fusion(dev_windows(model, dev_queries, dev_candidates, articles))
+    return _Tuned(fusion, cutoff, [p.name for p in dev_files], {"dev_f2": round(f2, 4)})

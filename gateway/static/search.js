@@ -35,7 +35,7 @@ function searchRequest(query, reranker, size, windowSize) {
     size,
     // The stored article vectors are large and useless to a reader.
     _source: { excludes: ["vectors"] },
-    // The first stage of indexer/templates.py FIRST_STAGE_FIELDS: words, and for Japanese
+    // The first stage of lexrerank/index_fields.py FIRST_STAGE_FIELDS: words, and for Japanese
     // also character bigrams (an index without the bigram sub-field ignores it).
     query: { multi_match: { query, fields: ["content", "content.bigram"], type: "most_fields" } },
   };

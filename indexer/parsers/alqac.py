@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from indexer.articles import Article
-from indexer.sentences import split_sentences
+from indexer.sentences import article_sentences
 from lexrerank.errors import InputError
 from reranker.datasets import alqac_doc_id
 from reranker.input_files import read_input
@@ -92,7 +92,7 @@ def parse_alqac_laws(path: str | Path, language: str = "vi") -> Iterator[Article
             yield Article(
                 doc_id=doc_id,
                 text=text,
-                sentences=tuple(split_sentences(text, language)),
+                sentences=tuple(article_sentences(text, language)),
                 language=language,
                 law_id=law_id,
                 article_id=article_id,

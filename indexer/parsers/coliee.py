@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from indexer.articles import Article
-from indexer.sentences import split_sentences
+from indexer.sentences import article_sentences
 from lexrerank.errors import InputError
 
 HEADING_LEVELS = ("part", "chapter", "section", "subsection", "division")
@@ -65,80 +65,131 @@ def parse_civil_code(path: str | Path, language: str = "en") -> Iterator[Article
     Raises :class:`InputError` (path, line, reason) for a missing or malformed file.
     """
     path = Path(path)
-    headings: dict[str, str] = {}
-    caption: tuple[str, int] | None = None  # pending caption and its line
-    current: dict | None = None  # the article being read: id, caption, headings, lines, line
-    seen: dict[str, int] = {}
-    articles_seen = 0  # live or deleted; zero at the end means "not a civil code file"
-    first_text_line = True
+    reader = _CodeReader(path, language)
     line_no = 0
-
     for line_no, raw in _lines(path):
         line = raw.strip()
-        if not line:
-            continue
-        is_first, first_text_line = first_text_line, False
+        if line:
+            yield from reader.read(line, line_no)
+    yield from reader.close(line_no)
 
-        if caption is not None and not _ARTICLE.match(line) and not _DELETED.match(line):
+
+class _CodeReader:
+    """What the parser knows between lines: the headings in force, a pending caption, the
+    article being read, the ids seen. :meth:`read` takes one non-blank line, :meth:`close`
+    the end of the file; both yield the articles they complete."""
+
+    def __init__(self, path: Path, language: str) -> None:
+        self.path = path
+        self.language = language
+        self.headings: dict[str, str] = {}
+        self.caption: tuple[str, int] | None = None  # pending caption and its line
+        # The article being read: id, caption, headings, lines, line.
+        self.current: dict | None = None
+        self.seen: dict[str, int] = {}
+        self.articles_seen = 0  # live or deleted; zero at the end means "not a civil code"
+        self.first_text_line = True
+
+    def read(self, line: str, line_no: int) -> Iterator[Article]:
+        """One stripped, non-blank line."""
+        is_first, self.first_text_line = self.first_text_line, False
+        if self.caption is not None and not _ARTICLE.match(line) and not _DELETED.match(line):
             # The parenthesised line was not a caption after all: a line of the current article.
-            _continue(path, current, f"({caption[0]})", caption[1])
-            caption = None
-
+            self._caption_as_text(*self.caption)
         if _DELETED.match(line):
-            articles_seen += 1
-            caption = None
-            yield from _finish(path, current, language)
-            current = None
+            yield from self._deleted()
         elif m := _ARTICLE.match(line):
-            articles_seen += 1
-            doc_id = m.group("id")
-            if doc_id in seen:
-                raise InputError(
-                    str(path),
-                    f"duplicate Article {doc_id} (first at line {seen[doc_id]})",
-                    line_no,
-                )
-            seen[doc_id] = line_no
-            yield from _finish(path, current, language)
-            current = {
-                "id": doc_id,
-                "line": line_no,
-                "caption": caption[0] if caption else None,
-                "headings": dict(headings),
-                "lines": [m.group("body").strip()] if m.group("body") else [],
-            }
-            caption = None
+            yield from self._article(m, line_no)
         elif m := _HEADING.match(line):
-            yield from _finish(path, current, language)
-            current = None
-            level = m.group("level").lower()
-            # A higher heading starts a new scope: clear this level and every lower one.
-            for lower in HEADING_LEVELS[HEADING_LEVELS.index(level) :]:
-                headings.pop(lower, None)
-            headings[level] = line
+            yield from self._heading(m.group("level").lower(), line)
         elif (m := _CAPTION.match(line)) and not _MARKER.match(line):
-            caption = (m.group("caption").strip(), line_no)
-        elif current is not None:
-            current["lines"].append(line)
-        elif is_first:
-            pass  # the document title, e.g. "Civil Code (Part I, Part II and Part III)"
-        else:
+            self.caption = (m.group("caption").strip(), line_no)
+        elif self.current is not None:
+            self.current["lines"].append(line)
+        elif not is_first:  # the first may be the title, e.g. "Civil Code (Part I, ...)"
             raise InputError(
-                str(path),
+                str(self.path),
                 f"text outside any article: {line[:60]!r} (expected 'Article N ...', a "
                 "heading such as 'Chapter I ...', or a caption '(...)')",
                 line_no,
             )
 
-    if caption is not None:
-        _continue(path, current, f"({caption[0]})", caption[1])
-    yield from _finish(path, current, language)
-    if articles_seen == 0:
-        raise InputError(
-            str(path),
-            "no 'Article N' line found: is this the COLIEE civil code text? (for other "
-            "corpora use --format alqac or --format jsonl)",
-            max(line_no, 1),
+    def close(self, last_line: int) -> Iterator[Article]:
+        """The end of the file (``last_line``: its last line number, 0 when empty)."""
+        if self.caption is not None:
+            self._caption_as_text(*self.caption)
+        yield from self._finish()
+        if self.articles_seen == 0:
+            raise InputError(
+                str(self.path),
+                "no 'Article N' line found: is this the COLIEE civil code text? (for other "
+                "corpora use --format alqac or --format jsonl)",
+                max(last_line, 1),
+            )
+
+    def _deleted(self) -> Iterator[Article]:
+        """"Article 208  Deleted": no document, and any pending caption is dropped."""
+        self.articles_seen += 1
+        self.caption = None
+        yield from self._finish()
+
+    def _article(self, m: re.Match[str], line_no: int) -> Iterator[Article]:
+        """"Article N ...": the previous article is complete, this one starts."""
+        self.articles_seen += 1
+        doc_id = m.group("id")
+        if doc_id in self.seen:
+            raise InputError(
+                str(self.path),
+                f"duplicate Article {doc_id} (first at line {self.seen[doc_id]})",
+                line_no,
+            )
+        self.seen[doc_id] = line_no
+        yield from self._finish()
+        self.current = {
+            "id": doc_id,
+            "line": line_no,
+            "caption": self.caption[0] if self.caption else None,
+            "headings": dict(self.headings),
+            "lines": [m.group("body").strip()] if m.group("body") else [],
+        }
+        self.caption = None
+
+    def _heading(self, level: str, line: str) -> Iterator[Article]:
+        """A heading ends the current article and replaces its level and every lower one."""
+        yield from self._finish()
+        for lower in HEADING_LEVELS[HEADING_LEVELS.index(level) :]:
+            self.headings.pop(lower, None)
+        self.headings[level] = line
+
+    def _caption_as_text(self, caption: str, line_no: int) -> None:
+        """The pending caption is a continuation line; outside an article it is an error."""
+        self.caption = None
+        line = f"({caption})"
+        if self.current is None:
+            raise InputError(
+                str(self.path),
+                f"parenthesised line {line[:60]!r} is not followed by an 'Article N' line and "
+                "is not inside an article",
+                line_no,
+            )
+        self.current["lines"].append(line)
+
+    def _finish(self) -> Iterator[Article]:
+        """Yield the completed article (if any); an article with no body is an error."""
+        current, self.current = self.current, None
+        if current is None:
+            return
+        text = "\n".join(current["lines"]).strip()
+        if not text:
+            raise InputError(str(self.path), f"Article {current['id']} has no text",
+                             current["line"])
+        yield Article(
+            doc_id=current["id"],
+            text=text,
+            sentences=tuple(article_sentences(text, self.language)),
+            language=self.language,
+            caption=current["caption"],
+            headings=current["headings"],
         )
 
 
@@ -164,32 +215,3 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             for part in text.removesuffix("\n").removesuffix("\r").split("\r"):
                 n += 1
                 yield n, part
-
-
-def _continue(path: Path, current: dict | None, line: str, line_no: int) -> None:
-    """Append a continuation line to the current article; outside one it is an error."""
-    if current is None:
-        raise InputError(
-            str(path),
-            f"parenthesised line {line[:60]!r} is not followed by an 'Article N' line and is "
-            "not inside an article",
-            line_no,
-        )
-    current["lines"].append(line)
-
-
-def _finish(path: Path, current: dict | None, language: str) -> Iterator[Article]:
-    """Yield the completed article (if any); an article with no body is an error."""
-    if current is None:
-        return
-    text = "\n".join(current["lines"]).strip()
-    if not text:
-        raise InputError(str(path), f"Article {current['id']} has no text", current["line"])
-    yield Article(
-        doc_id=current["id"],
-        text=text,
-        sentences=tuple(split_sentences(text, language)),
-        language=language,
-        caption=current["caption"],
-        headings=current["headings"],
-    )

@@ -23,7 +23,7 @@ Choices made here:
   lines joined with "\\n". The heading must name the article's ``num`` (a mismatch is an error:
   the file would be misaligned). ``caption`` drops the full-width parentheses; an empty
   caption is ``None``.
-* ``sentences`` are :func:`indexer.sentences.split_sentences` in Japanese: each paragraph and
+* ``sentences`` are :func:`indexer.sentences.article_sentences` in Japanese: each paragraph and
   item line, and long ones cut after 。.
 * Malformed XML, an unexpected element, a missing ``num`` or ``<text>`` raises
   :class:`InputError` with the file, the line and the reason (nothing is yielded after it, so
@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from indexer.articles import Article
-from indexer.sentences import split_sentences
+from indexer.sentences import article_sentences
 from lexrerank.errors import InputError
 from reranker.datasets import JAPANESE_HEADING, japanese_article_id
 from reranker.input_files import read_input
@@ -147,7 +147,7 @@ def _article(path: Path, entry: dict, seen: dict[str, int], language: str) -> Ar
     return Article(
         doc_id=num,
         text=text,
-        sentences=tuple(split_sentences(text, language)),
+        sentences=tuple(article_sentences(text, language)),
         language=language,
         caption=caption,
     )

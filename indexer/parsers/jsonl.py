@@ -12,7 +12,7 @@ Fields:
 * ``text`` (required): non-empty string, the article body; "\\n" separates paragraphs/items.
 * ``caption``: string or null, the article's title.
 * ``sentences``: non-empty list of non-empty strings, the units the rerankers attend over;
-  when absent they come from :func:`indexer.sentences.split_sentences`.
+  when absent they come from :func:`indexer.sentences.article_sentences`.
 * ``language``: ISO code ("en", "vi", "ja"); default: the ``language`` argument.
 * ``law_id``, ``article_id``: strings or null.
 * ``headings``: object mapping a level name ("part", "chapter", ...) to its heading string.
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from indexer.articles import Article
-from indexer.sentences import split_sentences
+from indexer.sentences import article_sentences
 from lexrerank.errors import InputError
 
 REQUIRED_FIELDS = ("id", "text")
@@ -86,13 +86,34 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _article(path: Path, line_no: int, rec: object, default_language: str) -> Article:
-    """Validate one decoded record and build its Article."""
+    """Validate one decoded record and build its Article (:class:`InputError` if invalid)."""
 
     def fail(reason: str) -> InputError:
         return InputError(str(path), reason, line_no)
 
     if not isinstance(rec, dict):
         raise fail(f"expected a JSON object per line, got {type(rec).__name__}")
+    _check_keys(rec, fail)
+    doc_id, text = _id_and_text(rec, fail)
+    caption = _optional_str(rec, "caption", fail)
+    law_id = _optional_str(rec, "law_id", fail)
+    article_id = _optional_str(rec, "article_id", fail)
+    language = _optional_str(rec, "language", fail) or default_language
+    headings = _headings(rec, fail)
+    return Article(
+        doc_id=doc_id,
+        text=text.strip(),
+        sentences=_sentences(rec, text, language, fail),
+        language=language,
+        law_id=law_id,
+        article_id=article_id,
+        caption=caption,
+        headings=headings,
+    )
+
+
+def _check_keys(rec: dict, fail: Callable[[str], InputError]) -> None:
+    """Only known keys, and every required one."""
     unknown = sorted(set(rec) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         # Strict, so that a misspelt key ("txt", "title") is reported instead of being lost.
@@ -103,6 +124,10 @@ def _article(path: Path, line_no: int, rec: object, default_language: str) -> Ar
     for key in REQUIRED_FIELDS:
         if key not in rec:
             raise fail(f"missing required key {key!r}")
+
+
+def _id_and_text(rec: dict, fail: Callable[[str], InputError]) -> tuple[str, str]:
+    """``id`` (a non-empty string without whitespace) and ``text`` (a non-blank string)."""
     doc_id, text = rec["id"], rec["text"]
     if not isinstance(doc_id, str):
         raise fail(f"'id' must be a string, not {type(doc_id).__name__}")
@@ -112,18 +137,22 @@ def _article(path: Path, line_no: int, rec: object, default_language: str) -> Ar
         raise fail(f"'text' must be a string, not {type(text).__name__}")
     if not text.strip():
         raise fail(f"'text' of {doc_id!r} is empty")
+    return doc_id, text
 
-    caption = _optional_str(rec, "caption", fail)
-    law_id = _optional_str(rec, "law_id", fail)
-    article_id = _optional_str(rec, "article_id", fail)
-    language = _optional_str(rec, "language", fail) or default_language
 
+def _headings(rec: dict, fail: Callable[[str], InputError]) -> dict[str, str]:
+    """``headings``: an object of strings (absent or null: empty)."""
     headings = rec.get("headings") or {}
     if not isinstance(headings, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in headings.items()
     ):
         raise fail('\'headings\' must be an object of strings, e.g. {"chapter": "Chapter I"}')
+    return dict(headings)
 
+
+def _sentences(rec: dict, text: str, language: str, fail: Callable[[str], InputError]
+               ) -> tuple[str, ...]:
+    """The record's own ``sentences`` (stripped, blanks dropped), else ``text`` split."""
     if "sentences" in rec and rec["sentences"] is not None:
         sents = rec["sentences"]
         if not isinstance(sents, list) or not all(isinstance(s, str) for s in sents):
@@ -131,19 +160,8 @@ def _article(path: Path, line_no: int, rec: object, default_language: str) -> Ar
         sentences = tuple(s.strip() for s in sents if s.strip())
         if not sentences:
             raise fail("'sentences' is empty; leave it out to split 'text' automatically")
-    else:
-        sentences = tuple(split_sentences(text, language))
-
-    return Article(
-        doc_id=doc_id,
-        text=text.strip(),
-        sentences=sentences,
-        language=language,
-        law_id=law_id,
-        article_id=article_id,
-        caption=caption,
-        headings=dict(headings),
-    )
+        return sentences
+    return tuple(article_sentences(text, language))
 
 
 def _optional_str(rec: dict, key: str, fail: Callable[[str], InputError]) -> str | None:

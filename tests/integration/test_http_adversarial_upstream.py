@@ -368,9 +368,9 @@ def test_every_redis_client_speaks_tls_with_a_private_ca(
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     from gateway.metrics_exposition import scrape_registry
-    from indexer.reindex import ReindexJob, ReindexOptions
-    from indexer.reindex_progress import new_record, read_progress
+    from indexer.reindex_job import ReindexJob, ReindexOptions
     from lexrerank.redis_tls import redis_client
+    from lexrerank.reindex_progress import new_record, read_progress
     from worker.presence import KEY_PREFIX
 
     settings = tls_redis.settings()
@@ -380,7 +380,7 @@ def test_every_redis_client_speaks_tls_with_a_private_ca(
                      socket_connect_timeout=1).ping()
     tls = redis_client(settings, socket_timeout=5)
 
-    # Reindex progress (indexer/reindex.py's own client).
+    # Reindex progress (indexer/reindex_job.py's own client).
     alias = f"test-tls-{uuid.uuid4().hex[:8]}"
     job = ReindexJob(client, settings, ReindexOptions(alias=alias, corpus=Path("unused"),
                                                       models=["paraformer"]))

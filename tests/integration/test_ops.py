@@ -288,7 +288,7 @@ def test_ops_snapshot_lists_workers_queues_and_reindex_jobs(ops_stack: Stack,
                                                             ops_index: str) -> None:
     import redis
 
-    from indexer.reindex_progress import new_record, progress_key, write_progress
+    from lexrerank.reindex_progress import new_record, progress_key, write_progress
 
     alias = f"test-ops-alias-{uuid.uuid4().hex[:8]}"
     record = new_record(alias, f"{alias}-v2", ["paraformer"])

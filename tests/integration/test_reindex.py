@@ -25,8 +25,8 @@ import redis
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import scan
 
-from indexer.reindex_progress import progress_key, read_progress
 from lexrerank.config import get_settings
+from lexrerank.reindex_progress import progress_key, read_progress
 from tests.integration.conftest import (
     REPO,
     ServiceProcess,

@@ -28,7 +28,7 @@ def test_minimal_records_and_defaults(tmp_path: Path) -> None:
     assert [a.doc_id for a in arts] == ["a-1", "a-2"]
     a = arts[0]
     assert a.text == "(1) First.\n(2) Second."
-    assert a.sentences == ("(1) First.", "(2) Second.")  # from split_sentences
+    assert a.sentences == ("(1) First.", "(2) Second.")  # from article_sentences
     assert (a.language, a.caption, a.law_id, a.article_id, a.headings) == (
         "en",
         None,

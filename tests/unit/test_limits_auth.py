@@ -176,7 +176,7 @@ def test_unknown_model_over_http_is_a_400() -> None:
 
 
 def test_query_text_is_only_ever_text_to_match() -> None:
-    from gateway.first_stage import bm25_body
+    from lexrerank.bm25 import bm25_body
 
     hostile = 'content:* OR _exists_:x {"script": {"source": "System.exit(0)"}} \\" )('
     body = bm25_body(hostile, 5)

@@ -211,7 +211,7 @@ def test_queue_depth_sums_priority_lists_and_reports_redis_down() -> None:
 
 
 def test_reindex_collector_reads_the_job_records() -> None:
-    from indexer.reindex_progress import new_record, progress_key
+    from lexrerank.reindex_progress import new_record, progress_key
 
     record = new_record("statutes", "statutes-v3", ["paraformer"])
     record.update(state="embedding", documents_total=768, documents_loaded=768,

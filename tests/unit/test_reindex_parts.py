@@ -10,8 +10,10 @@ import pytest
 from gateway.hit_index import hits_index
 from gateway.merge import MergeError
 from indexer.aliases import check_alias_name, version_name, version_of
-from indexer.reindex import file_sha256, validate_corpus
-from indexer.reindex_progress import (
+from indexer.reindex_inputs import file_sha256, validate_corpus
+from lexrerank.errors import InputError, LexrerankError
+from lexrerank.reindex_cli import split_models
+from lexrerank.reindex_progress import (
     FIELDS,
     TTL_S,
     new_record,
@@ -19,8 +21,6 @@ from indexer.reindex_progress import (
     read_all_progress,
     write_progress,
 )
-from lexrerank.errors import InputError, LexrerankError
-from lexrerank.reindex_cli import split_models
 
 
 class DictRedis:
