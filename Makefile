@@ -17,11 +17,12 @@ EXAMPLE_QUERIES := $(if $(JAPANESE),$(DATA)/coliee-ja/train/riteval_R04_jp.xml,$
 export HF_HUB_OFFLINE := 1
 export LEXRERANK_DATA := $(DATA)
 
-.PHONY: help setup system venv up down status run test test-unit lint clean
+.PHONY: help setup system venv up down status run test test-unit lint typecheck clean
 
 help:
 	@echo "make run    set up (idempotent), start the stack, index $(notdir $(LEXRERANK_CORPUS)) as $(LEXRERANK_INDEX)"
 	@echo "make test   unit + integration tests against the real services"
+	@echo "make typecheck   mypy on the packages ([tool.mypy] in pyproject.toml)"
 	@echo "make up | down | status | lint"
 
 setup: system venv
@@ -67,5 +68,8 @@ test-unit: venv
 lint: venv
 	$(BIN)/ruff check .
 
+typecheck: venv
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

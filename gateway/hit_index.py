@@ -9,7 +9,7 @@ old index is scored with the old index's vectors, one from the new index with th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from gateway.merge import MergeError
 from worker.protocol import ReasonCode
@@ -22,7 +22,8 @@ def hits_index(response: Mapping[str, Any], window: int, requested: str) -> str:
     from several indexes: vectors of one index cannot score another's candidates.
     """
     hits = response.get("hits", {}).get("hits", [])[:window]
-    names = {h.get("_index") for h in hits if isinstance(h, Mapping)} - {None}
+    # OpenSearch names a hit's index with a string.
+    names = cast(set[str], {h.get("_index") for h in hits if isinstance(h, Mapping)} - {None})
     if not names:
         return requested
     if len(names) > 1:

@@ -263,6 +263,8 @@ class PendingRerank:
     async def _hand_off(self, message: bytes) -> None:
         ttl = protocol.handoff_ttl_s(max(self._deadline - time.monotonic(), 0))
         pipe = self._client.redis.pipeline(transaction=False)
-        pipe.rpush(self._handoff, message).expire(self._handoff, ttl)
+        # redis-py types a pipeline's rpush as an async client's (Awaitable[int]); on a
+        # pipeline it queues the command and returns the pipeline.
+        pipe.rpush(self._handoff, message).expire(self._handoff, ttl)  # type: ignore[attr-defined]
         await pipe.execute()
         self._handed_off = True

@@ -22,7 +22,7 @@ def prune_versions(client: OpenSearch, alias: str, keep: int) -> list[str]:
     if not live_numbers:
         return []
     older = {n: name for n, name in versions.items() if n < min(live_numbers)}
-    recorded = []
+    recorded: list[str] = []
     for name in live:
         recorded += job_meta(client, name).get("previous") or []
     complete = [name for n, name in sorted(older.items(), reverse=True)

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
@@ -18,11 +18,15 @@ from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from opensearchpy import OpenSearch
 
+    from lexrerank.bm25 import Hit
     from lexrerank.evaluation import QueryResult
     from reranker.cutoff import CutoffPolicy
     from reranker.datasets import Query
+    from reranker.types import Reranker
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Statute search: BM25 first stage + attentive neural reranking.")
@@ -327,7 +331,7 @@ def _run_in_process(name: str, query_set: list[Query], reranker: str, window: in
         service = RerankService.load(client, name, reranker, show_progress=load_progress)
         model_version, default_cutoff = service.model_version, service.cutoff
 
-        def rerank_fn(text: str, hits: list) -> list[tuple[str, float]]:
+        def rerank_fn(text: str, hits: Sequence[Hit]) -> list[tuple[str, float]]:
             result = service.rerank(text, [(h.doc_id, h.score) for h in hits])
             return [(h.doc_id, h.score) for h in result.hits]
 
@@ -408,12 +412,16 @@ def embed_models(client: OpenSearch, index: str, model: str, show_progress: bool
 
     language = index_language(client, index)
     settings = get_settings()
-    lines, encoders = [], {}
+    lines: list[str] = []
+    encoders: dict = {}  # load_reranker's cache of loaded encoders
     for name in member_names(model, language, settings.model_dir):
         loaded = load_reranker(checkpoint_path(name, language, settings.model_dir),
                                encoders=encoders, cache_dir=settings.cache_dir)
         check_language(loaded.checkpoint_config, name, index, language)
-        report = embed_index(client, index, loaded, show_progress=show_progress)
+        # A single model: member_names names an ensemble's members, never an ensemble (which
+        # load_reranker refuses as a member); not checked here.
+        report = embed_index(client, index, cast("Reranker", loaded),
+                             show_progress=show_progress)
         lines.append(f"{report.index}: vectors of {loaded.kind} {report.model_version} for "
                      f"{report.total} articles ({report.computed} computed, {report.skipped} "
                      f"already there) in {report.seconds:.1f}s")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import scan
@@ -29,6 +29,10 @@ from reranker.datasets import Query
 from reranker.fusion import DevQuery, Fusion, tune_fusion
 from reranker.training import TrainingExample, train_reranker
 from reranker.types import Reranker
+
+if TYPE_CHECKING:
+    from reranker.attentive_cnn import AttentiveCNNReranker
+    from reranker.paraformer import Paraformer
 
 Candidates = dict[str, list[tuple[str, float]]]
 
@@ -85,7 +89,7 @@ def dev_windows(model: Reranker, queries: Sequence[Query], candidates: Candidate
 
 
 def build_model(options: TrainOptions, articles: dict[str, list[str]],
-                queries: Sequence[Query]) -> Reranker:
+                queries: Sequence[Query]) -> Paraformer | AttentiveCNNReranker:
     from reranker.encoder import load_encoder
 
     settings = get_settings()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class AttentiveCNNReranker:
         device: defaults to cuda when available, else cpu.
     """
 
-    kind = "attentive-cnn"
+    kind: ClassVar[str] = "attentive-cnn"
 
     def __init__(
         self,
@@ -156,7 +156,7 @@ class AttentiveCNNReranker:
         )
         with torch.no_grad():
             model.embedding.weight.copy_(table)
-        fp = fingerprint(source or encoder_name) if (source or encoder_name) else None
+        fp = fingerprint(cast(str, source or encoder_name)) if (source or encoder_name) else None
         return cls(model, vocab, encoder_name=encoder_name, encoder_fingerprint=fp, **kwargs)
 
     # -- versions and configuration -------------------------------------------------------
@@ -176,13 +176,13 @@ class AttentiveCNNReranker:
         state = self.model.state_dict()
         # Tensor version counters change on every in-place update (optimizer steps,
         # load_state_dict), so the ~10 MB hash is recomputed only when weights changed.
-        key = tuple((n, t.data_ptr(), t._version) for n, t in state.items())
+        key: tuple[Any, ...] = tuple((n, t.data_ptr(), t._version) for n, t in state.items())
         key += (json.dumps(self.architecture(), sort_keys=True), len(self.vocab))
         if key != self._version_key:
             arch = json.dumps(self.architecture(), sort_keys=True)
             self._version = state_fingerprint(state, self.vocab.to_json(), arch)
             self._version_key = key
-        return self._version  # type: ignore[return-value]
+        return cast(str, self._version)  # set with _version_key, on the first call at the latest
 
     # -- tensorisation --------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class AttentiveCNNReranker:
                     kept = min(n, weights_np.shape[1])
                     w[:kept] = weights_np[row, :kept]
                     out[i] = ArticleVectors(stored[row].copy(), w)
-        return out  # type: ignore[return-value]
+        return cast(list[ArticleVectors], out)  # every index is in ``order``: none left None
 
     def encode_query(self, query: str | Sequence[str]) -> Tensor:
         """Encode one query (string or list of sentences): [H] float32 on the device."""

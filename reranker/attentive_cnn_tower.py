@@ -15,7 +15,7 @@ input embeddings.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,8 @@ __all__ = ["AttentiveCNN", "init_embeddings_from_encoder"]
 
 
 def _input_embeddings(sentence_transformer: SentenceTransformer) -> Tensor:
-    hf_model = getattr(sentence_transformer, "transformers_model", None)
+    # A transformers PreTrainedModel, found by attribute (torch types submodules as Module).
+    hf_model: Any = getattr(sentence_transformer, "transformers_model", None)
     if hf_model is None:
         hf_model = sentence_transformer[0].auto_model
     return hf_model.get_input_embeddings().weight.detach().float().cpu()
@@ -89,7 +90,7 @@ class AttentiveCNN(nn.Module):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError("kernel_size must be odd so the convolution keeps the length")
-        self.config = {
+        self.config: dict[str, Any] = {
             "vocab_size": vocab_size,
             "embedding_dim": embedding_dim,
             "channels": channels,

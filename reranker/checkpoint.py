@@ -30,7 +30,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -133,7 +133,7 @@ def save_checkpoint(
         raise
     if isinstance(model, Paraformer) and model.finetune_encoder:
         # The saved directory now defines the encoder's version (see Paraformer docs).
-        model.encoder_fingerprint = fingerprint
+        model.encoder_fingerprint = cast(str, fingerprint)  # the saved encoder's (a str)
         model.encoder_name = str(out / ENCODER_DIR)
     model.checkpoint_config = document
     return out
@@ -166,7 +166,7 @@ def _json_config(config: dict | None) -> dict:
 
 
 def _write_checkpoint_files(tmp: Path, model: SavableModel, user: dict
-                            ) -> tuple[dict[str, Any], str]:
+                            ) -> tuple[dict[str, Any], str | None]:
     """Write the weights, vocabulary, fine-tuned encoder and config.json into ``tmp``.
 
     Returns the config document and the encoder fingerprint it records.
@@ -288,6 +288,7 @@ def load_reranker(
         )
     state = load_file(str(weights), device="cpu")
     arch = dict(config.get("model") or {})
+    model: SavableModel
     try:
         if kind == "paraformer":
             model = _load_paraformer(ckpt, config, arch, state, device,
@@ -319,7 +320,7 @@ class _EncoderChoice:
 
 
 def _checked_encoder(ckpt: Path, config: dict, device: str | None, choice: _EncoderChoice
-                     ) -> tuple[SentenceTransformer, str]:
+                     ) -> tuple[SentenceTransformer, str | None]:
     """The encoder a checkpoint was trained with (fingerprint checked) and its name.
 
     ``choice.loaded`` shares loaded encoders between the members of one ensemble, keyed by

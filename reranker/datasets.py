@@ -222,13 +222,13 @@ def _coliee_query(path: Path, pair: dict, seen: dict[str, int]) -> Query:
     if not text:
         raise InputError(str(path), f"pair {raw_id!r} has no query text in <t2>", line)
     if pair["articles"]:
-        gold = []
+        listed: list[str] = []
         for parts, article_line in pair["articles"]:
             article = "".join(parts).strip()
             if not article:
                 raise InputError(str(path), f"pair {raw_id!r}: empty <article>", article_line)
-            gold.append(article)
-        return Query(qid=qid, text=text, gold=tuple(dict.fromkeys(gold)))
+            listed.append(article)
+        return Query(qid=qid, text=text, gold=tuple(dict.fromkeys(listed)))
     if pair["t1"] is None:
         return Query(qid=qid, text=text, gold=())
     gold = coliee_gold("".join(pair["t1"]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class DenseReranker:
         device: defaults to the encoder's device.
     """
 
-    kind = "dense"
+    kind: ClassVar[str] = "dense"
 
     def __init__(self, encoder: SentenceTransformer | str | None = None, *,
                  encoder_name: str | None = None, vector_dtype: str = "float16",
@@ -78,7 +78,8 @@ class DenseReranker:
 
     @property
     def dim(self) -> int:
-        return int(self.encoder.get_embedding_dimension())
+        # The encoders loaded here (Transformer + Pooling) report their dimension.
+        return int(cast(int, self.encoder.get_embedding_dimension()))
 
     def architecture(self) -> dict[str, Any]:
         return {"dim": self.dim, "vector_dtype": self.vector_dtype}

@@ -23,6 +23,7 @@ import hashlib
 import os
 import threading
 import weakref
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -233,7 +234,7 @@ def encoder_fingerprint(model_dir: str | os.PathLike, *,
     for f in files:
         digest.update(str(f.relative_to(root).as_posix()).encode("utf-8") + b"\0")
         with f.open("rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            for chunk in iter(partial(fh.read, 1 << 20), b""):
                 digest.update(chunk)
         digest.update(b"\0")
     value = digest.hexdigest()[:_FINGERPRINT_LENGTH]

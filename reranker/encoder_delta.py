@@ -27,7 +27,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -95,7 +95,8 @@ def save_delta(model: SentenceTransformer, base_name: str, out_dir: str | os.Pat
         config = {
             "format": FORMAT, "base": base_name,
             "base_fingerprint": encoder_fingerprint(base_name, cache_dir=cache_dir),
-            "max_seq_length": int(model.max_seq_length),
+            # Set for every encoder this project loads (a Transformer module first).
+            "max_seq_length": int(cast(int, model.max_seq_length)),
             "prompts": {k: v for k, v in model.prompts.items() if v},
             "tensors": len(changed),
             "weights_sha256": _sha256(tmp / DELTA_WEIGHTS),

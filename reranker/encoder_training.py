@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -105,7 +105,7 @@ def document_prompt(model: SentenceTransformer) -> str:
     """The prompt before a document: ``document``, ``passage`` or ``corpus``, as ST looks it up."""
     for name in ("document", "passage", "corpus"):
         if model.prompts.get(name):
-            return model.prompts[name]
+            return cast(str, model.prompts[name])  # non-empty: checked on the line above
     return ""
 
 
@@ -283,7 +283,7 @@ def _column_prompts(prompts: dict[str, str], dataset_names: list[str]
 
 def _word_embeddings(model: SentenceTransformer) -> list[torch.nn.Module]:
     """The token-embedding tables of the model's transformer(s)."""
-    found = []
+    found: list[torch.nn.Module] = []
     for module in model.modules():
         get = getattr(module, "get_input_embeddings", None)
         if callable(get) and isinstance(module, torch.nn.Module) and module is not model:

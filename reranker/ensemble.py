@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from reranker.attentive_cnn import AttentiveCNNReranker
 from reranker.dense import DenseReranker
@@ -52,7 +52,7 @@ class Ensemble:
         fusion: weights of ``bm25`` and of each member.
     """
 
-    kind = "ensemble"
+    kind: ClassVar[str] = "ensemble"
 
     def __init__(self, members: Mapping[str, Member], fusion: WeightedFusion) -> None:
         if not members:

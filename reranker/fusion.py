@@ -101,7 +101,7 @@ class WeightedFusion:
     def as_dict(self) -> dict[str, float]:
         return dict(self.weights)
 
-    def fuse(self, signals: Mapping[str, Sequence[float]]) -> np.ndarray:
+    def fuse(self, signals: Mapping[str, Sequence[float] | np.ndarray]) -> np.ndarray:
         """Fused scores [N] for N candidates; ``signals[name]`` is [N] for every weight's name."""
         missing = [name for name, _ in self.weights if name not in signals]
         if missing:

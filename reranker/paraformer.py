@@ -16,7 +16,7 @@ candidate's sentences per query; it exists to show both give the same scores.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def pad_sentence_vectors(
     if all(isinstance(v, Tensor) for v in vectors):
         out = torch.zeros(len(vectors), l_max, d, dtype=dtype, device=vectors[0].device)
         for i, v in enumerate(vectors):
-            out[i, : lengths[i]] = v
+            out[i, : lengths[i]] = cast(Tensor, v)  # all tensors (checked above)
     else:
         # One host buffer and one transfer, instead of N small tensors.
         buffer = np.zeros((len(vectors), l_max, d), dtype=np.float32)
@@ -153,7 +153,7 @@ class Paraformer:
         device: defaults to the encoder's device.
     """
 
-    kind = "paraformer"
+    kind: ClassVar[str] = "paraformer"
 
     def __init__(
         self,
@@ -183,13 +183,16 @@ class Paraformer:
             )
         self.encoder = encoder
         self.encoder_name = encoder_name or source
-        self.encoder_fingerprint = encoder_fingerprint(source or self.encoder_name)
+        # One of the two is set (checked above).
+        self.encoder_fingerprint = encoder_fingerprint(cast(str, source or self.encoder_name))
         self.finetune_encoder = finetune_encoder
         self.vector_dtype = vector_dtype
         self.device = torch.device(device) if device is not None else encoder.device
         if self.device != encoder.device:
             self.encoder.to(self.device)
-        dim = encoder.get_embedding_dimension()
+        # int for the encoders loaded here (Transformer + Pooling); a head of another
+        # dimension is refused below.
+        dim = cast(int, encoder.get_embedding_dimension())
         self.head = head if head is not None else ParaformerHead(dim, hidden, dropout)
         if self.head.dim != dim:
             raise LexrerankError(

@@ -50,13 +50,13 @@ class _Sparsemax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, z: Tensor, mask: Tensor) -> Tensor:
         out = _sparsemax_forward(z, mask)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:
         (out,) = ctx.saved_tensors
         support = (out > 0).to(grad_out.dtype)
         size = support.sum(dim=-1, keepdim=True).clamp(min=1)

@@ -84,7 +84,7 @@ class TrainingReport:
         return asdict(self)
 
 
-def mrr_of_gold(scores: Sequence[float], is_gold: Sequence[bool]) -> float:
+def mrr_of_gold(scores: Sequence[float] | np.ndarray, is_gold: Sequence[bool]) -> float:
     """Reciprocal rank of the best-scored gold item; ties with non-gold count against it."""
     scores_np = np.asarray(scores, dtype=np.float64)
     gold = np.asarray(is_gold, dtype=bool)
@@ -597,7 +597,8 @@ class _ModelSelection:
         metric = _evaluate(self.scorer, self.dev, self.offset)
         self.dev_metric.append(metric)
         bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", dev_mrr=f"{metric:.4f}")
-        if metric > self.best_metric + 1e-9:  # type: ignore[operator]
+        assert self.best_metric is not None  # evaluated in __init__ whenever there is dev
+        if metric > self.best_metric + 1e-9:
             self.best_metric, self.best_epoch = metric, epoch
             self.best_state, self.bad_epochs = self.scorer.state(), 0
             return False

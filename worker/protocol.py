@@ -48,7 +48,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from lexrerank.errors import LanguageMismatch, LexrerankError
 
@@ -314,7 +314,8 @@ class RerankAnswer(TypedDict):
     model: str
     model_version: str
     query_truncated: bool
-    timing_ms: dict[str, float]
+    # Added by the task; absent from an in-process rerank's (the validators default it).
+    timing_ms: NotRequired[dict[str, float]]
 
 
 class AnswerError(ValueError):
@@ -361,7 +362,7 @@ def parse_answer(result: Any) -> RerankAnswer:
     timing = result.get("timing_ms", {})
     if not isinstance(timing, dict) or not all(_is_number(v) for v in timing.values()):
         raise AnswerError("the answer's timing_ms is not an object of numbers")
-    return result  # type: ignore[return-value] - checked field by field above
+    return cast(RerankAnswer, result)  # checked field by field above
 
 
 # ------------------------------------------------------------------- the result (Celery's)

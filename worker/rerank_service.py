@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from opensearchpy import OpenSearch
@@ -23,6 +24,7 @@ from reranker.fusion import FIRST_STAGE, Fusion, WeightedFusion
 from reranker.paraformer import Paraformer
 from reranker.registry import checkpoint_path, resolve_name
 from reranker.types import EncodedQuery, Reranker
+from worker.protocol import AnswerHit, RerankAnswer
 from worker.vector_cache import ArticleVectorCache
 
 EVIDENCE_MIN_WEIGHT = 1e-6
@@ -46,13 +48,15 @@ class RerankResult:
     model_version: str
     query_truncated: bool
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> RerankAnswer:
         """The JSON-safe form (what the ``lexrerank.rerank`` task returns).
 
         Written out rather than ``dataclasses.asdict``, whose recursive deep copy of every
         hit and evidence entry cost ~3% of a CPU worker's time per rerank.
         """
-        return {"hits": [vars(hit).copy() for hit in self.hits], "model": self.model,
+        # A RerankedHit's fields are an AnswerHit's.
+        hits = cast(list[AnswerHit], [vars(hit).copy() for hit in self.hits])
+        return {"hits": hits, "model": self.model,
                 "model_version": self.model_version, "query_truncated": self.query_truncated}
 
 

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from opensearchpy import OpenSearch
 
@@ -25,6 +26,9 @@ from reranker.registry import resolve_name
 from worker import presence_beat
 from worker import prometheus_metrics as worker_metrics
 from worker.protocol import ReasonCode, RerankFailed
+
+if TYPE_CHECKING:
+    from worker.rerank_service import RerankService
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class ServiceCache:
         self.settings = settings or get_settings()
         self._client = client
         self._models: dict[tuple[str, str], object] = {}  # (name, language) -> model
-        self._services: dict[tuple[str, str], object] = {}
+        self._services: dict[tuple[str, str], RerankService] = {}
         self._languages: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self._loads = 0  # vector cache loads so far (hit/miss accounting)
@@ -97,7 +101,7 @@ class ServiceCache:
             self._languages[index] = language
         return language
 
-    def service(self, index: str, name: str):
+    def service(self, index: str, name: str) -> RerankService:
         """The :class:`worker.rerank_service.RerankService` of (index, model name)."""
         key = (index, name)
         with self._lock:
@@ -122,7 +126,8 @@ class ServiceCache:
                 worker_metrics.vector_cache_loaded(index, name, self._services[key])
             return self._services[key]
 
-    def service_covering(self, index: str, name: str, doc_ids: Sequence[str]):
+    def service_covering(self, index: str, name: str, doc_ids: Sequence[str]
+                         ) -> RerankService:
         """The service, reloaded once if some ``doc_ids`` are newer than its vector cache."""
         loads = self._loads
         service = self.service(index, name)

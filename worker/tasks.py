@@ -93,7 +93,7 @@ def _rerank(task: Task, request: RerankRequest) -> RerankAnswer:
     timing = {"load": t3 - t2, "encode": (t1 - t0) + (t4 - t3), "wait": t2 - t1,
               "rerank": (t1 - t0) + (t5 - t3)}
     result["timing_ms"] = {name: round(s * 1000, 3) for name, s in timing.items()}
-    return result  # type: ignore[return-value] - RerankResult.to_dict + timing_ms
+    return result
 
 
 @app.task(name=EMBED_TASK, bind=True, throws=(LexrerankError,), resultrepr_maxsize=200)
