@@ -81,7 +81,7 @@ async def check_workers(rerank_client: RerankClient, settings: Settings) -> dict
                            "model": settings.default_model, "workers": []}
     try:
         meta = await ping_worker(rerank_client, settings.index, settings.default_model)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return {**out, "ok": False, "detail": (
             f"no worker answered on queue {queue!r} within "
             f"{WORKER_TIMEOUT_S:.1f}s (start one: `lexrerank worker`)")}

@@ -192,7 +192,7 @@ class RerankClient:
         """True when Redis answers (for the health route)."""
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
 
 
@@ -237,7 +237,7 @@ class PendingRerank:
         try:
             meta = await asyncio.wait_for(hand_off_and_wait(),
                                           self._deadline - time.monotonic())
-        except (asyncio.TimeoutError, *REDIS_ERRORS) as exc:
+        except (TimeoutError, *REDIS_ERRORS) as exc:
             raise client.unavailable(exc, self._timeout_s) from None
         return client.task_result(meta)
 

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from opensearchpy import OpenSearch
@@ -62,7 +62,7 @@ def record_model_version(client: OpenSearch, index: str, model: Reranker, count:
         "kind": model.kind,
         "encoder": getattr(model, "encoder_name", None),
         "documents": count,
-        "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     client.indices.put_mapping(index=index, body={
         "_meta": {"lexrerank": {**meta, "model_versions": versions}}})

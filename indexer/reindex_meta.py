@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from opensearchpy import OpenSearch
@@ -26,7 +26,7 @@ COMPLETE_STATES = ("swapped", "ready")
 
 def now_iso() -> str:
     """The current UTC time, ISO 8601 to the second (the record's timestamps)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def who() -> str:

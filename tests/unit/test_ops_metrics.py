@@ -67,7 +67,7 @@ async def check_client_codes() -> None:
             "exc_type": "TaskRevokedError"}})
         failed = worker_failure(client, {"status": "FAILURE", "result": {
             "exc_type": "LexrerankError", "exc_message": ["index has no article vectors"]}})
-        timeout = client.unavailable(asyncio.TimeoutError(), 0.5)
+        timeout = client.unavailable(TimeoutError(), 0.5)
     finally:
         await client.aclose()
     assert down.code is ReasonCode.REDIS_UNAVAILABLE and str(down).startswith(
@@ -89,14 +89,14 @@ def test_timeouts_count_as_no_worker_after_a_failed_readiness_check() -> None:
     client = RerankClient(get_settings())
     expired = {"status": "REVOKED", "result": {"exc_type": "TaskRevokedError"}}
     try:
-        assert client.unavailable(asyncio.TimeoutError(), 0.5).code is ReasonCode.TIMEOUT
+        assert client.unavailable(TimeoutError(), 0.5).code is ReasonCode.TIMEOUT
         client.saw_workers(False)
-        assert client.unavailable(asyncio.TimeoutError(), 0.5).code is ReasonCode.NO_WORKER
+        assert client.unavailable(TimeoutError(), 0.5).code is ReasonCode.NO_WORKER
         assert worker_failure(client, expired).code is ReasonCode.NO_WORKER
         # Only timeouts: a worker's own failure keeps its code.
         assert client.unavailable(OSError("down"), 0.5).code is ReasonCode.REDIS_UNAVAILABLE
         client.saw_workers(True)
-        assert client.unavailable(asyncio.TimeoutError(), 0.5).code is ReasonCode.TIMEOUT
+        assert client.unavailable(TimeoutError(), 0.5).code is ReasonCode.TIMEOUT
     finally:
         asyncio.run(client.aclose())
 
