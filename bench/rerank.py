@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,15 @@ def _stats(prefix: str, values: list[float]) -> dict[str, float]:
             f"{prefix}_ms_p95": round(percentile(values, 95), 3)}
 
 
+def query_encoders(members: Mapping[str, Any]) -> list[Any]:
+    """One model per distinct query encoder among ``members`` (an ensemble's, or one model's).
+
+    A Paraformer and a dense model that share an encoder share its query encoding: encoding
+    the query once per distinct encoder is the floor an ensemble is measured against.
+    """
+    return list({id(getattr(m, "encoder", m)): m for m in members.values()}.values())
+
+
 def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
         model: str = "paraformer", index: str | None = None) -> dict[str, Any]:
     apply_torch_threads()  # the same threads per process as a worker (LEXRERANK_TORCH_THREADS)
@@ -61,9 +70,7 @@ def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
     service = RerankService.load(client, index, model)
     reranker = service.model
     members = service.members  # an ensemble's models, else the one model
-    # The query is encoded once per distinct encoder (a Paraformer and a dense model that
-    # share one share its encoding): that is the floor the ensemble is measured against.
-    encoders = list({id(getattr(m, "encoder", m)): m for m in members.values()}.values())
+    encoders = query_encoders(members)
     hits = {q.text: search_bm25(client, index, q.text, window) for q in query_set}
     captions = {h.doc_id: h.source.get("caption") for found in hits.values() for h in found}
     windows = [(q.text, [(h.doc_id, h.score) for h in hits[q.text]]) for q in query_set]

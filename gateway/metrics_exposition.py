@@ -11,24 +11,14 @@ from __future__ import annotations
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    REGISTRY,
     CollectorRegistry,
     generate_latest,
-    multiprocess,
 )
 from redis import Redis
 
 from gateway.scrape_collectors import QueueDepthCollector, ReindexCollector, scrape_redis
-from lexrerank.config import Settings, get_settings
-
-
-def process_registry() -> CollectorRegistry:
-    """The registry holding the process's metrics, merged across processes when needed."""
-    if get_settings().prometheus_multiproc_dir:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return registry
-    return REGISTRY
+from lexrerank.config import Settings
+from lexrerank.prometheus_dir import process_registry
 
 
 def scrape_registry(settings: Settings, redis: Redis | None = None) -> CollectorRegistry:

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
 from lexrerank.config import get_settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -42,3 +44,13 @@ def _remove_if_creator(path: Path, creator: int) -> None:
     # removes it, when it exits.
     if os.getpid() == creator:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def process_registry() -> CollectorRegistry:
+    """The registry a server exposes: its process's metrics, or every process's merged when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (forking servers, :func:`prepare_multiproc_dir`)."""
+    if get_settings().prometheus_multiproc_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY

@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import multiprocess, start_http_server
 
 from lexrerank.config import get_settings
+from lexrerank.prometheus_dir import process_registry
 
 log = logging.getLogger(__name__)
 _server_started = False
-
-
-def metrics_registry() -> CollectorRegistry:
-    """What the worker's /metrics serves: all processes merged in multi-process mode."""
-    if get_settings().prometheus_multiproc_dir:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return registry
-    return REGISTRY
 
 
 def metrics_port() -> int:
@@ -44,7 +36,7 @@ def serve_metrics() -> None:
                     "(start workers with `lexrerank worker`)")
     host = settings.worker_metrics_host
     try:
-        start_http_server(port, addr=host, registry=metrics_registry())
+        start_http_server(port, addr=host, registry=process_registry())
     except OSError as exc:
         # A second worker on the same machine: it runs, without its own endpoint.
         log.warning("worker metrics not served on %s:%d: %s (set %s to a free port, 0 to "
