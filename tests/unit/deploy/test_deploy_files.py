@@ -19,7 +19,7 @@ import yaml
 from gateway.auth import ApiKeyMiddleware
 from gateway.pages import public_paths
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 K8S = DEPLOY / "k8s"

@@ -41,7 +41,7 @@ LAWS = [
 
 def _data_dir() -> Path:
     env = os.environ.get("LEXRERANK_DATA")
-    d = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    d = Path(env) if env else Path(__file__).resolve().parents[4].parent / "shared" / "data"
     if not d.is_dir():
         pytest.skip(f"data directory {d} missing (set LEXRERANK_DATA)")
     return d

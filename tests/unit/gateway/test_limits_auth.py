@@ -1,7 +1,7 @@
 """Gateway input limits (gateway/limits.py) and API-key auth (gateway/auth.py), in process.
 
-OpenSearch and the workers are stubs here (see test_gateway_merge); the same behaviour against
-the real services is in tests/integration/test_hostile_input.py.
+OpenSearch and the workers are stubs here (tests/unit/gateway/stubs.py); the same
+behaviour against the real services is in tests/integration/test_hostile_input.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from gateway.app import create_app
 from gateway.limits import SHIPPED_MODELS, Limits, json_depth_exceeds, parse_search_body
 from gateway.rerank_request import RequestError, plan_search
 from lexrerank.config import get_settings
+from tests.unit.gateway.stubs import StubRerankClient, opensearch_stub
 from tests.unit.opensearch_stub import stub_upstream
-from tests.unit.test_gateway_merge import StubRerankClient, opensearch_stub
 
 QUERY = {"size": 2, "query": {"match": {"c": "minor"}}}
 

@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.pages import STATIC_DIR, UI_PREFIX, public_paths
 from lexrerank.config import get_settings
+from tests.unit.gateway.stubs import StubRerankClient, opensearch_stub
 from tests.unit.opensearch_stub import stub_upstream
-from tests.unit.test_gateway_merge import StubRerankClient, opensearch_stub
 
 PAGES = {f"{UI_PREFIX}/": "search.html", f"{UI_PREFIX}/ops": "ops.html"}
 SCRIPTS = sorted(STATIC_DIR.glob("*.js"))

@@ -230,3 +230,19 @@ def test_keys_and_task_names() -> None:
     assert protocol.request_model([request_json()], {}) == "paraformer"
     assert protocol.request_model([], {"request": request_json(model="m")}) == "m"
     assert protocol.request_model(None, None) is None
+
+
+def test_worker_failures_become_readable_reasons() -> None:
+    answer = {"hits": [], "model": "m", "model_version": "v", "query_truncated": False,
+              "timing_ms": {}}
+    assert answer_of({"status": "SUCCESS", "result": answer}) == answer
+    with pytest.raises(RerankFailed, match="LexrerankError: index 'x' has no") as failed:
+        answer_of({"status": "FAILURE", "result": {
+            "exc_type": "LexrerankError", "exc_message": ["index 'x' has no vectors"]}})
+    assert failed.value.code is ReasonCode.WORKER_ERROR
+    with pytest.raises(RerankFailed, match="expired in the rerank queue") as expired:
+        answer_of({"status": "REVOKED", "result": {
+            "exc_type": "TaskRevokedError", "exc_message": ["expired"]}})
+    assert expired.value.code is ReasonCode.TIMEOUT
+    with pytest.raises(RerankFailed, match="REVOKED"):
+        answer_of({"status": "REVOKED", "result": None})

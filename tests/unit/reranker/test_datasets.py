@@ -72,7 +72,7 @@ A juridical act by a minor may not be rescinded.
 
 def _data_dir() -> Path:
     env = os.environ.get("LEXRERANK_DATA")
-    d = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    d = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "data"
     if not d.is_dir():
         pytest.skip(f"data directory {d} missing (set LEXRERANK_DATA)")
     return d
@@ -338,7 +338,7 @@ def test_datasets_imports_neither_opensearch_nor_celery() -> None:
         "bad = [m for m in sys.modules if m.split('.')[0] in ('opensearchpy', 'celery')]; "
         "assert not bad, bad"
     )
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 

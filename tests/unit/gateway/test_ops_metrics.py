@@ -31,7 +31,7 @@ from worker import prometheus_metrics as worker_metrics
 from worker.protocol import ReasonCode, RerankFailed, RerankRequest, handoff_key
 from worker.vector_cache import vector_bytes
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def sample(name: str, **labels: str) -> float:

@@ -14,7 +14,7 @@ from indexer.sentences import MAX_UNIT_CHARS, MAX_UNIT_CHARS_JA, article_sentenc
 
 def _data_dir() -> Path:
     env = os.environ.get("LEXRERANK_DATA")
-    d = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    d = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "data"
     if not d.is_dir():
         pytest.skip(f"data directory {d} missing (set LEXRERANK_DATA)")
     return d

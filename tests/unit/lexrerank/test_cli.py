@@ -10,6 +10,7 @@ from opensearchpy.exceptions import RequestError
 
 from gateway.merge import MergeError
 from lexrerank import cli
+from lexrerank.cli import expand_via_gateway
 from lexrerank.errors import InputError, LexrerankError
 from worker.protocol import ReasonCode
 
@@ -89,3 +90,16 @@ def test_library_errors_map_to_one_line_and_bugs_do_not() -> None:
     assert "rerank does not fit" in cli.error_message(
         MergeError(ReasonCode.BAD_ANSWER, "other candidates"))
     assert cli.error_message(ValueError("a bug")) is None
+
+
+def test_via_gateway_takes_an_optional_url() -> None:
+    url = "http://127.0.0.1:8000"
+    assert expand_via_gateway(["search", "q", "--via-gateway"], url) == [
+        "search", "q", "--via-gateway", url]
+    assert expand_via_gateway(["search", "--via-gateway", "the query"], url) == [
+        "search", "--via-gateway", url, "the query"]
+    assert expand_via_gateway(["eval", "--via-gateway", "http://gw:9"], url) == [
+        "eval", "--via-gateway", "http://gw:9"]
+
+
+# ---------------------------------------------------------------------------- app, stubbed

@@ -139,7 +139,7 @@ def test_detect_format_jsonl_and_ndjson(tmp_path: Path) -> None:
 
 def test_documented_example_parses(tmp_path: Path) -> None:
     """The JSONL example in docs/corpus-formats.md must stay valid."""
-    doc = Path(__file__).resolve().parents[2] / "docs" / "corpus-formats.md"
+    doc = Path(__file__).resolve().parents[4] / "docs" / "corpus-formats.md"
     block = doc.read_text(encoding="utf-8").split("```jsonl\n", 1)[1].split("```", 1)[0]
     assert len([ln for ln in block.splitlines() if ln.strip()]) == 3
     p = tmp_path / "example.jsonl"
