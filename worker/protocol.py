@@ -60,7 +60,7 @@ EMBED_TASK = "lexrerank.embed"
 PING_TASK = "lexrerank.ping"
 # Runs on the rerank queue: loads an index's vectors into the process that reranks.
 WARM_TASK = "lexrerank.warm"
-# The embed task's positional arguments (sent by indexer.reindex), in order.
+# The embed task's positional arguments (sent by indexer.embed_fanout), in order.
 EMBED_ARGS = ("index", "ids", "model")
 
 # Bounds of what a worker accepts (a request may come from anyone who reaches Redis).
