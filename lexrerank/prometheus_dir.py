@@ -2,7 +2,10 @@
 
 prometheus-client's multi-process mode keeps each process's values in files in that
 directory; it must be set before ``prometheus_client`` is imported and be empty at start-up
-(prometheus-client's documentation). This module imports nothing of prometheus-client.
+(prometheus-client's documentation). So this module imports prometheus-client only inside
+:func:`process_registry`, never at import time: importing it must not load the library
+before :func:`prepare_multiproc_dir` has set the variable (the children would then keep
+their values in memory and the merged ``/metrics`` would be empty).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+from typing import TYPE_CHECKING
 
 from lexrerank.config import get_settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -49,6 +54,8 @@ def _remove_if_creator(path: Path, creator: int) -> None:
 def process_registry() -> CollectorRegistry:
     """The registry a server exposes: its process's metrics, or every process's merged when
     ``PROMETHEUS_MULTIPROC_DIR`` is set (forking servers, :func:`prepare_multiproc_dir`)."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
     if get_settings().prometheus_multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
