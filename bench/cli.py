@@ -143,14 +143,24 @@ def quality(
         help="Comma list: coliee_en, coliee_ja (rolling origin over COLIEE years; Japanese "
              "reads index statutes-ja), alqac_vi (k-fold cross-validation).")]
     = "coliee_en,coliee_ja,alqac_vi",
+    encoder_backends: Annotated[str, typer.Option(
+        help="Comma list of encoder runtimes to score COLIEE's trained folds with: torch, "
+             "onnx, onnx-int8 (the quality cost of a CPU backend, side by side).")]
+    = "torch",
 ) -> None:
     """Every quality figure of the README: BM25 vs each reranker, no setting chosen on the
     data it is reported on (COLIEE rolling origin). Trains each fold's models on first use
     (cached in <LEXRERANK_CACHE>/quality)."""
     from bench import quality as suite
+    from reranker.model_names import ENCODER_BACKENDS
 
     chosen = tuple(d.strip() for d in datasets.split(",") if d.strip())
-    report("quality", suite.run(datasets=chosen), as_json)
+    backends = tuple(b.strip() for b in encoder_backends.split(",") if b.strip())
+    unknown = sorted(set(backends) - set(ENCODER_BACKENDS))
+    if unknown:
+        raise typer.BadParameter(f"unknown encoder backend(s) {', '.join(unknown)}: use "
+                                 f"{', '.join(ENCODER_BACKENDS)}", param_hint="--encoder-backends")
+    report("quality", suite.run(datasets=chosen, encoder_backends=backends), as_json)
 
 
 @bench_app.command()

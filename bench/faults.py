@@ -234,7 +234,8 @@ def _index_private(url: str, index: str, model_name: str, articles: int) -> int:
     load_articles(client, index, lambda: iter(chosen), "en", show_progress=False)
     client.indices.refresh(index=index)
     model = load_reranker(checkpoint_path(model_name, model_dir=settings.model_dir),
-                          device="cpu", cache_dir=settings.cache_dir)
+                          device="cpu", cache_dir=settings.cache_dir,
+                          backend=settings.encoder_backend)
     embed_index(client, index, model, show_progress=False)
     client.indices.flush(index=index)  # durable before the node is stopped
     return len(chosen)

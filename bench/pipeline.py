@@ -88,7 +88,7 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
 
     apply_torch_threads()  # the encode timings use the workers' thread setting
     reranker = load_reranker(checkpoint_path(model, model_dir=settings.model_dir),
-                             cache_dir=settings.cache_dir)
+                             cache_dir=settings.cache_dir, backend=settings.encoder_backend)
     # An ensemble encodes the query once per distinct encoder of its members.
     encoders = query_encoders(getattr(reranker, "members", {model: reranker}))
     result: dict[str, Any] = {"suite": "pipeline", "model": model, "index": index,

@@ -158,12 +158,13 @@ def coliee(language: str = "en", index: str = "statutes",
            test_years: Sequence[str] = ("R01", "R02", "R03", "R04"),
            systems: Sequence[str] = tuple(SYSTEMS), base_encoder: str = "all-MiniLM-L6-v2",
            encoder_options: EncoderTrainingOptions | None = ENGLISH_ENCODER_OPTIONS,
-           head_options: HeadOptions | None = None, show_progress: bool = True
-           ) -> dict[str, Any]:
+           head_options: HeadOptions | None = None, show_progress: bool = True,
+           encoder_backends: Sequence[str] = ("torch",)) -> dict[str, Any]:
     """Rolling-origin figures for one COLIEE language (see the module docstring).
 
     ``encoder_options`` None keeps ``base_encoder`` frozen (dense and Paraformer read its
-    embeddings as they are).
+    embeddings as they are). ``encoder_backends`` beyond ``torch`` score the same trained
+    folds again with that encoder runtime (:func:`by_backend`).
     """
     settings = get_settings()
     client = opensearch_client(settings)
@@ -173,6 +174,7 @@ def coliee(language: str = "en", index: str = "statutes",
     head_options = head_options or HeadOptions()
     models = sorted({m for s in systems for m in SYSTEMS[s]} - {FIRST_STAGE})
     per_year, seconds = {}, {}
+    variants: dict[str, dict[str, Any]] = {b: {} for b in encoder_backends if b != "torch"}
     for fold in rolling_origin(by_year, test_years):
         start = time.monotonic()
         trained = train_fold(fold, corpus, windows, base_encoder, encoder_options,
@@ -180,14 +182,38 @@ def coliee(language: str = "en", index: str = "statutes",
         scores = window_scores(trained, [*fold.dev, *fold.test], windows, corpus, models)
         per_year[fold.name] = evaluate_fold(fold, windows, scores, systems)
         per_year[fold.name]["encoder_training_seconds"] = trained.encoder_report["seconds"]
+        for backend, folds in variants.items():
+            folds[fold.name] = evaluate_fold(
+                fold, windows, window_scores(trained, [*fold.dev, *fold.test], windows, corpus,
+                                             models, encoder_backend=backend), systems)
         seconds[fold.name] = round(time.monotonic() - start, 1)
     mean, gains = summarise(per_year, systems)
-    return {"index": index, "base_encoder": base_encoder,
-            "encoder": "fine-tuned" if encoder_options else "frozen",
-            "encoder_options": vars(encoder_options) if encoder_options else None,
-            "head_options": vars(head_options),
-            "per_year": per_year, "mean": mean, "gain_over_bm25": gains,
-            "fold_seconds": seconds}
+    out = {"index": index, "base_encoder": base_encoder,
+           "encoder": "fine-tuned" if encoder_options else "frozen",
+           "encoder_options": vars(encoder_options) if encoder_options else None,
+           "head_options": vars(head_options),
+           "per_year": per_year, "mean": mean, "gain_over_bm25": gains,
+           "fold_seconds": seconds}
+    if variants:
+        out["encoder_backends"] = by_backend(variants, mean, systems)
+    return out
+
+
+def by_backend(variants: Mapping[str, Mapping[str, Any]],
+               torch_mean: Mapping[str, Mapping[str, float]], systems: Sequence[str]
+               ) -> dict[str, dict[str, Any]]:
+    """Each encoder backend's folds, means and gains, and its mean F2 minus torch's per system.
+
+    The same protocol as torch's: the folds' trained models, settings chosen again on dev
+    with the backend's scores, each test fold scored once.
+    """
+    out = {}
+    for backend, folds in variants.items():
+        mean, gains = summarise(folds, systems)
+        out[backend] = {"per_fold": folds, "mean": mean, "gain_over_bm25": gains,
+                        "mean_f2_minus_torch": {
+                            s: round(mean[s]["f2"] - torch_mean[s]["f2"], 4) for s in systems}}
+    return out
 
 
 def alqac(index: str = "alqac", folds: int = ALQAC_FOLDS, seed: int = ALQAC_SEED,
@@ -224,9 +250,10 @@ def alqac(index: str = "alqac", folds: int = ALQAC_FOLDS, seed: int = ALQAC_SEED
 
 
 def run(datasets: Sequence[str] = ("coliee_en", "coliee_ja", "alqac_vi"),
-        show_progress: bool = True
+        show_progress: bool = True, encoder_backends: Sequence[str] = ("torch",)
         ) -> dict[str, Any]:
-    """The quality figures of ``datasets`` (keys of the returned object)."""
+    """The quality figures of ``datasets`` (keys of the returned object); COLIEE's also with
+    each of ``encoder_backends`` (``encoder_backends`` in its object)."""
     out: dict[str, Any] = {
         "protocol": "COLIEE: rolling origin (train on years < Y-1, choose settings on Y-1, "
                     "test on Y); ALQAC: k-fold cross-validation (settings chosen on the "
@@ -234,11 +261,13 @@ def run(datasets: Sequence[str] = ("coliee_en", "coliee_ja", "alqac_vi"),
         "device": "cuda" if _cuda() else "cpu",
     }
     if "coliee_en" in datasets:
-        out["coliee_en"] = coliee("en", show_progress=show_progress)
+        out["coliee_en"] = coliee("en", show_progress=show_progress,
+                                  encoder_backends=encoder_backends)
     if "coliee_ja" in datasets:
         out["coliee_ja"] = coliee("ja", index=JAPANESE_INDEX, base_encoder=MULTILINGUAL_ENCODER,
                                   encoder_options=JAPANESE_ENCODER_OPTIONS,
-                                  show_progress=show_progress)
+                                  show_progress=show_progress,
+                                  encoder_backends=encoder_backends)
     if "alqac_vi" in datasets:
         out["alqac_vi"] = alqac(show_progress=show_progress)
     return out

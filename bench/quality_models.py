@@ -39,6 +39,7 @@ from reranker.encoder import (
     resolve_encoder_path,
 )
 from reranker.encoder_training import EncoderTrainingOptions
+from reranker.onnx_encoder import to_onnx_backend
 from reranker.paraformer import Paraformer
 from reranker.training import TrainingExample, train_reranker
 
@@ -107,14 +108,23 @@ class MemoEncoder:
         return self._memoised("query", texts, **kwargs)
 
 
-_frozen_encoders: dict[str, MemoEncoder] = {}
+_frozen_encoders: dict[tuple[str, str], MemoEncoder] = {}
 
 
-def frozen_encoder(path: str) -> MemoEncoder:
-    """The process-wide memoised encoder of ``path`` (loaded once)."""
-    if path not in _frozen_encoders:
-        _frozen_encoders[path] = MemoEncoder(load_encoder(path))
-    return _frozen_encoders[path]
+def frozen_encoder(path: str, backend: str = "torch") -> MemoEncoder:
+    """The process-wide memoised encoder of ``path`` on ``backend`` (loaded once).
+
+    A backend other than ``torch`` is the ONNX export of that directory
+    (:mod:`reranker.onnx_encoder`), on CPU: how a CPU worker would serve the fold's model.
+    """
+    key = (path, backend)
+    if key not in _frozen_encoders:
+        cache_dir = get_settings().cache_dir
+        encoder = load_encoder(path, device="cpu" if backend != "torch" else None)
+        if backend != "torch":
+            to_onnx_backend(encoder, path, encoder_fingerprint(path), backend, cache_dir)
+        _frozen_encoders[key] = MemoEncoder(encoder)
+    return _frozen_encoders[key]
 
 
 def train_fold(fold: Fold, corpus: Mapping[str, CorpusArticle], windows: Mapping[str, Window],
@@ -184,13 +194,17 @@ def _train_head(path: Path, model: Any, fold: Fold, train: list[TrainingExample]
 
 
 def window_scores(models: FoldModels, queries: Sequence, windows: Mapping[str, Window],
-                  corpus: Mapping[str, CorpusArticle], names: Sequence[str] = MODELS
-                  ) -> dict[str, dict[str, np.ndarray]]:
-    """``{qid: {model name: scores [N] aligned with the window's doc ids}}``."""
+                  corpus: Mapping[str, CorpusArticle], names: Sequence[str] = MODELS,
+                  encoder_backend: str = "torch") -> dict[str, dict[str, np.ndarray]]:
+    """``{qid: {model name: scores [N] aligned with the window's doc ids}}``.
+
+    ``encoder_backend``: the runtime the dense and Paraformer models encode queries and
+    articles with (the heads are the ones trained on the torch encoder, as served).
+    """
     needed = sorted({d for q in queries for d in windows[q.qid].doc_ids})
     out: dict[str, dict[str, np.ndarray]] = {q.qid: {} for q in queries}
     if "dense" in names:
-        encoder = frozen_encoder(str(models.encoder_dir))
+        encoder = frozen_encoder(str(models.encoder_dir), encoder_backend)
         with torch.inference_mode():
             # The article as the served dense model reads it (caption, then sentences).
             docs = encoder.encode_document([passage(corpus[d].caption, corpus[d].sentences)
@@ -208,7 +222,8 @@ def window_scores(models: FoldModels, queries: Sequence, windows: Mapping[str, W
             continue
         model = load_reranker(path, device="cpu", cache_dir=get_settings().cache_dir)
         if isinstance(model, Paraformer):  # share the memoised encoder of its directory
-            model.encoder = frozen_encoder(encoder_source(model.encoder) or model.encoder_name)
+            model.encoder = frozen_encoder(encoder_source(model.encoder) or model.encoder_name,
+                                           encoder_backend)
         encoded = dict(zip(needed, model.encode_articles(
             [list(corpus[d].sentences) for d in needed]), strict=True))
         for q in queries:

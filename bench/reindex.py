@@ -222,7 +222,8 @@ def _measure(client: Any, alias: str, articles: int, model: str, chunk_size: int
         worker_ready_s = time.monotonic() - start
         apply_torch_threads()  # the workers' torch threads per process
         loaded = load_reranker(checkpoint_path(model, model_dir=get_settings().model_dir),
-                               cache_dir=get_settings().cache_dir)
+                               cache_dir=get_settings().cache_dir,
+                               backend=get_settings().encoder_backend)
         sentences = [s for line in corpus.open(encoding="utf-8")
                      for s in json.loads(line)["sentences"]]
         # The same sentences (a seeded sample when there are many), before and after the job:

@@ -3,7 +3,10 @@
 For each query the BM25 window (``--window`` candidates) is fetched once, untimed; then:
 
 - ``encode``: encoding the query alone (the floor of any query-time neural rerank; for an
-  ensemble, once per member);
+  ensemble, once per distinct encoder), with the served encoder backend
+  (``LEXRERANK_ENCODER_BACKEND``), and interleaved with it, query by query, the same model
+  loaded with ``torch`` fp32 (``encode_ms_*_torch_fp32``, ``encode_over_torch_fp32_p50``): the
+  backend's speed-up measured side by side in one run;
 - ``rerank``: the whole serving path of :class:`worker.rerank_service.RerankService`
   (encode the query, gather the cached article vectors, score in one batched pass, fuse
   with BM25, extract evidence);
@@ -15,7 +18,8 @@ For each query the BM25 window (``--window`` candidates) is fetched once, untime
   storing the vectors in fp16 costs.
 
 Prints one JSON object; timings are medians / 95th percentiles in milliseconds on the
-device the model runs on, with the worker's torch threads per process.
+device the model runs on, with the worker's torch threads per process (ONNX Runtime gets as
+many intra-op threads). ``peak_rss_mb`` includes the torch copy loaded for the comparison.
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ import numpy as np
 import torch
 
 from bench.services import coliee_queries
+from indexer.article_vectors import index_language
 from lexrerank.bm25 import search_bm25
 from lexrerank.config import get_settings
 from lexrerank.evaluation import percentile
 from lexrerank.opensearch_client import opensearch_client
+from reranker.checkpoint import load_reranker
 from reranker.dense import DenseReranker
+from reranker.registry import checkpoint_path
 from worker.device import apply_torch_threads
 from worker.rerank_service import RerankService
 
@@ -71,14 +78,23 @@ def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
     reranker = service.model
     members = service.members  # an ensemble's models, else the one model
     encoders = query_encoders(members)
+    # The torch fp32 reference of the same checkpoint, for the backend's ratio.
+    torch_model = load_reranker(checkpoint_path(model, index_language(client, index),
+                                                settings.model_dir),
+                                device="cpu", cache_dir=settings.cache_dir)
+    torch_encoders = query_encoders(getattr(torch_model, "members", {model: torch_model}))
     hits = {q.text: search_bm25(client, index, q.text, window) for q in query_set}
     captions = {h.doc_id: h.source.get("caption") for found in hits.values() for h in found}
     windows = [(q.text, [(h.doc_id, h.score) for h in hits[q.text]]) for q in query_set]
     for text, candidates in windows[:5]:  # warm-up: lazy init, allocator, caches
         service.rerank(text, candidates)
-    encode_ms, rerank_ms = [], []
+    for text, _ in windows[:5]:
+        [m.encode_query(text) for m in torch_encoders]
+    encode_ms, torch_encode_ms, rerank_ms = [], [], []
     for text, candidates in windows:
         encode_ms.append(_timed(lambda t=text: [m.encode_query(t) for m in encoders])[0])
+        torch_encode_ms.append(
+            _timed(lambda t=text: [m.encode_query(t) for m in torch_encoders])[0])
         rerank_ms.append(_timed(lambda t=text, c=candidates: service.rerank(t, c))[0])
     ratios = [r / e for r, e in zip(rerank_ms, encode_ms, strict=True)]
 
@@ -111,7 +127,12 @@ def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
         "window": window,
         "queries": len(windows),
         **_stats("rerank", rerank_ms),
+        "encoder_backend": settings.encoder_backend,
         **_stats("encode", encode_ms),
+        "encode_ms_p50_torch_fp32": round(percentile(torch_encode_ms, 50), 3),
+        "encode_ms_p95_torch_fp32": round(percentile(torch_encode_ms, 95), 3),
+        "encode_over_torch_fp32_p50": round(percentile(encode_ms, 50)
+                                            / percentile(torch_encode_ms, 50), 3),
         "rerank_over_encode_p50": round(percentile(ratios, 50), 3),
         "rerank_over_encode_p95": round(percentile(ratios, 95), 3),
         "reference_queries": len(reference_ms),

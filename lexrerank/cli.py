@@ -416,7 +416,8 @@ def embed_models(client: OpenSearch, index: str, model: str, show_progress: bool
     encoders: dict = {}  # load_reranker's cache of loaded encoders
     for name in member_names(model, language, settings.model_dir):
         loaded = load_reranker(checkpoint_path(name, language, settings.model_dir),
-                               encoders=encoders, cache_dir=settings.cache_dir)
+                               encoders=encoders, cache_dir=settings.cache_dir,
+                               backend=settings.encoder_backend)
         check_language(loaded.checkpoint_config, name, index, language)
         # A single model: member_names names an ensemble's members, never an ensemble (which
         # load_reranker refuses as a member); not checked here.

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lexrerank.errors import LexrerankError
+from reranker.model_names import ENCODER_BACKENDS
 
 LOCAL_OPENSEARCH_URL = "http://127.0.0.1:9200"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -82,6 +83,7 @@ class Declaration:
         minimum: the smallest accepted value of an ``int`` setting.
         secret: never printed (``repr``) and never shown as a default.
         read: a reader of its own instead of the type's parser (``name -> value or None``).
+        choices: the accepted values of a ``str`` setting (others are refused).
     """
 
     env: str
@@ -91,19 +93,22 @@ class Declaration:
     minimum: int | None = None
     secret: bool = False
     read: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
 
 
 def setting(env: str, default: Any = None, doc: str = "", *, group: str = "stack",
             factory: Callable[[], Any] | None = None, shown_default: str | None = None,
             minimum: int | None = None, secret: bool = False,
-            read: Callable[[str], Any] | None = None) -> Any:
+            read: Callable[[str], Any] | None = None,
+            choices: tuple[str, ...] | None = None) -> Any:
     """A :class:`Settings` field read from ``env`` (see :class:`Declaration`).
 
     ``factory`` computes the default when it depends on the machine (the cache directory).
     """
     if group not in GROUPS:
         raise ValueError(f"unknown settings group {group!r}")
-    metadata = {"setting": Declaration(env, doc, group, shown_default, minimum, secret, read)}
+    metadata = {"setting": Declaration(env, doc, group, shown_default, minimum, secret, read,
+                                       choices)}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata, repr=not secret)
     return field(default=default, metadata=metadata, repr=not secret)
@@ -187,6 +192,11 @@ class Settings:
     encoder: str | None = setting(
         "LEXRERANK_ENCODER", None, "a SentenceTransformer directory for new Paraformer models",
         shown_default="all-MiniLM-L6-v2 (packaged)")
+    encoder_backend: str = setting(
+        "LEXRERANK_ENCODER_BACKEND", "torch",
+        "runtime of the encoder on CPU: `torch` (fp32), `onnx` (ONNX Runtime fp32) or "
+        "`onnx-int8`; part of the model version, so indexers and workers must agree "
+        "(`torch` on GPU workers)", choices=ENCODER_BACKENDS)
     language: str = setting(
         "LEXRERANK_LANGUAGE", "en",
         "the language whose model encodes a query before its index is known (the gateway "
@@ -345,7 +355,9 @@ def _parse(name: str, raw: str, annotation: Any, declared: Declaration) -> Any:
         return Path(raw)
     if typing.get_origin(kind) is tuple:
         return _parse_list(raw) or None  # "," alone: the default, as an unset variable
-    return raw
+    if declared.choices is not None and raw.strip() not in declared.choices:
+        raise LexrerankError(f"{name}={raw!r} is not one of {', '.join(declared.choices)}")
+    return raw.strip() if declared.choices is not None else raw
 
 
 _HINTS: dict[str, Any] = {}

@@ -249,7 +249,7 @@ def _resolve_checkpoint_encoder(ckpt: Path, name: str | None, cache_dir: CacheDi
 
 def load_reranker(
     path: str | os.PathLike, device: str | None = None, encoder: str | None = None,
-    encoders: dict | None = None, *, cache_dir: CacheDir = None,
+    encoders: dict | None = None, *, cache_dir: CacheDir = None, backend: str = "torch",
 ) -> LoadedModel:
     """Load a checkpoint written by :func:`save_checkpoint` (or :func:`save_ensemble`).
 
@@ -261,7 +261,10 @@ def load_reranker(
         encoders: shared between calls, so models on one encoder load it once.
         cache_dir: the cache root that encoders built on first use live under (the
             multilingual encoder, a fine-tuned encoder shipped as a delta): see
-            :func:`reranker.encoder.resolve_encoder_path`.
+            :func:`reranker.encoder.resolve_encoder_path`; ONNX exports are kept there too.
+        backend: the encoder runtime (:data:`reranker.model_names.ENCODER_BACKENDS`): a
+            variant other than ``torch`` is exported on first use and changes the model
+            version (:func:`reranker.onnx_encoder.serve_with_backend`).
     Raises:
         LexrerankError: not a checkpoint, unknown kind, weights modified (sha256 mismatch),
             or an encoder whose fingerprint differs from the one the model was trained with.
@@ -275,8 +278,9 @@ def load_reranker(
             f"{', '.join(RERANKER_KINDS)}"
         )
     if kind == "ensemble":
-        return _load_ensemble(ckpt, config, device, {} if encoders is None else encoders,
-                              cache_dir)
+        return _served(_load_ensemble(ckpt, config, device,
+                                      {} if encoders is None else encoders, cache_dir),
+                       backend, cache_dir)
     weights = ckpt / config.get("weights_file", WEIGHTS_FILE)
     if not weights.is_file():
         raise LexrerankError(f"{ckpt}: missing {weights.name}; the checkpoint is incomplete")
@@ -306,7 +310,15 @@ def load_reranker(
             f"config.json's {config['model_version']}; the checkpoint is inconsistent"
         )
     model.checkpoint_config = config
-    return model
+    return _served(model, backend, cache_dir)
+
+
+def _served(model: LoadedModel, backend: str, cache_dir: CacheDir) -> LoadedModel:
+    if backend == "torch":
+        return model
+    from reranker.onnx_encoder import serve_with_backend
+
+    return cast(LoadedModel, serve_with_backend(model, backend, cache_dir))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The names of the shipped rerankers, declared once (importing this module imports nothing).
+"""Names declared once: the shipped rerankers, the encoder backends (imports nothing).
 
 The gateway checks ``ext.rerank.model`` against these names without loading torch, the
 workers and :mod:`reranker.registry` map them to checkpoint directories. Keep this module
@@ -11,4 +11,8 @@ MODEL_NAMES = ("ensemble", "paraformer", "attentive-cnn", "dense")
 #: The name meaning "the default model of the index's language".
 DEFAULT_NAME = "default"
 
-__all__ = ["DEFAULT_NAME", "MODEL_NAMES"]
+#: The encoder runtimes a model can be served with (:mod:`reranker.onnx_encoder`): ``torch``,
+#: the reference, first.
+ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
+
+__all__ = ["DEFAULT_NAME", "ENCODER_BACKENDS", "MODEL_NAMES"]

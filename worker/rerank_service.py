@@ -101,7 +101,8 @@ class RerankService:
         language = index_language(client, index)
         settings = get_settings()
         path: Path = checkpoint_path(name, language, settings.model_dir)
-        model = load_reranker(path, device=device, cache_dir=settings.cache_dir)
+        model = load_reranker(path, device=device, cache_dir=settings.cache_dir,
+                              backend=settings.encoder_backend)
         return cls.for_model(client, index, model, name, show_progress=show_progress,
                              language=language)
 

@@ -79,7 +79,8 @@ class ServiceCache:
                 start = time.perf_counter()
                 self._models[key] = load_reranker(
                     checkpoint_path(name, language, self.settings.model_dir),
-                    device=child_device(), cache_dir=self.settings.cache_dir)
+                    device=child_device(), cache_dir=self.settings.cache_dir,
+                    backend=self.settings.encoder_backend)
                 log.info("loaded model %s (%s) on %s in %.1fs", name, language,
                          getattr(self._models[key], "device", "cpu"),
                          time.perf_counter() - start)
