@@ -61,6 +61,8 @@ def record_model_version(client: OpenSearch, index: str, model: Reranker, count:
     versions[model.model_version] = {
         "kind": model.kind,
         "encoder": getattr(model, "encoder_name", None),
+        # the encoder runtime, part of the version (reranker/onnx_encoder.py)
+        "encoder_backend": getattr(model, "encoder_backend", "torch"),
         "documents": count,
         "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -31,28 +31,34 @@ class ModelSpec:
 
     @classmethod
     def from_checkpoint(cls, name: str, language: str | None = None,
-                        model_dir: Path | None = None) -> ModelSpec:
-        """Raises :class:`LexrerankError` for a checkpoint that records no kind/version."""
-        from reranker.checkpoint import read_config
+                        model_dir: Path | None = None, backend: str = "torch") -> ModelSpec:
+        """The spec of checkpoint ``name`` as the workers serve it on encoder ``backend``
+        (``LEXRERANK_ENCODER_BACKEND``: the backend is part of the model version).
+
+        Raises :class:`LexrerankError` for a checkpoint that records no kind/version.
+        """
+        from reranker.checkpoint import read_config, served_model_version
         from reranker.registry import checkpoint_path
 
         config = read_config(checkpoint_path(name, language, model_dir))
         if not config.get("model_version") or not config.get("kind"):
             raise LexrerankError(f"checkpoint of {name!r} records no kind/model_version; "
                                  "re-save it with `lexrerank train`")
-        return cls(name, config["kind"], config["model_version"], config.get("encoder"),
-                   config.get("encoder_fingerprint"), config.get("weights_sha256"))
+        return cls(name, config["kind"], served_model_version(config, backend),
+                   config.get("encoder"), config.get("encoder_fingerprint"),
+                   config.get("weights_sha256"))
 
 
-def job_models(names: list[str], language: str, model_dir: Path | None = None
-               ) -> list[ModelSpec]:
+def job_models(names: list[str], language: str, model_dir: Path | None = None,
+               backend: str = "torch") -> list[ModelSpec]:
     """The models named, for ``language`` (checkpoints under ``model_dir`` first); an
     ensemble stands for its members (whose vectors it needs). Duplicates dropped, order
     kept."""
     from reranker.registry import member_names
 
     members = [m for name in names for m in member_names(name, language, model_dir)]
-    return [ModelSpec.from_checkpoint(m, language, model_dir) for m in dict.fromkeys(members)]
+    return [ModelSpec.from_checkpoint(m, language, model_dir, backend)
+            for m in dict.fromkeys(members)]
 
 
 @dataclass

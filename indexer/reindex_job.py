@@ -182,7 +182,8 @@ class ReindexJob:
             source = validate_corpus(Path(opts.corpus), articles, opts.language)
             source.fmt = opts.fmt
         # The models trained for the corpus' language; an ensemble needs its members' vectors.
-        models = job_models(opts.models, source.language, self.settings.model_dir)
+        models = job_models(opts.models, source.language, self.settings.model_dir,
+                            self.settings.encoder_backend)
         migrate_from = self._migrate_from()
         live = alias_targets(self.client, opts.alias)
         index, version_meta, resumed = self._choose_index(source, models, live)

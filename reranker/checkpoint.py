@@ -313,6 +313,23 @@ def load_reranker(
     return _served(model, backend, cache_dir)
 
 
+def served_model_version(config: dict, backend: str) -> str:
+    """The model version a checkpoint's ``config`` has when served on encoder ``backend``,
+    without loading it (a reindex job records what its embed workers will write).
+
+    ``torch`` and models without an encoder (Attentive CNN) keep the recorded version.
+    """
+    version = str(config["model_version"])
+    if backend == "torch" or config.get("kind") not in ("paraformer", "dense"):
+        return version
+    from reranker.onnx_encoder import served_fingerprint
+
+    served = served_fingerprint(str(config["encoder_fingerprint"]), backend)
+    if config["kind"] == "paraformer":
+        return Paraformer.version_of(served)
+    return DenseReranker.version_of(served)
+
+
 def _served(model: LoadedModel, backend: str, cache_dir: CacheDir) -> LoadedModel:
     if backend == "torch":
         return model

@@ -72,9 +72,14 @@ class DenseReranker:
         self.checkpoint_config: dict[str, Any] = {}
         self.encoder.requires_grad_(False)
 
+    @staticmethod
+    def version_of(encoder_fingerprint: str) -> str:
+        """The model version of a dense model on the encoder ``encoder_fingerprint``."""
+        return hashlib.sha256(f"{encoder_fingerprint}:dense".encode()).hexdigest()[:16]
+
     @property
     def model_version(self) -> str:
-        return hashlib.sha256(f"{self.encoder_fingerprint}:dense".encode()).hexdigest()[:16]
+        return self.version_of(self.encoder_fingerprint)
 
     @property
     def dim(self) -> int:

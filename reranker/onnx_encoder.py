@@ -21,9 +21,11 @@ runtime is ``onnxruntime.InferenceSession``: only the glue is written here.
 
 Export happens on first use into ``<cache_dir>/encoders/onnx/`` (written to a temporary
 directory and renamed, so a crash never leaves half a model) and never downloads anything.
-The variant is part of the model version: :func:`variant_id` hashes the exported graph, and
-:func:`served_fingerprint` mixes it into the encoder fingerprint every model version is
-derived from, so article vectors and queries are always computed by the same variant.
+The variant is part of the model version: :func:`served_fingerprint` mixes :func:`variant_id`
+into the encoder fingerprint every model version is derived from, so article vectors and
+queries are always computed by the same variant, and
+:func:`reranker.checkpoint.served_model_version` tells a process that loads no model which
+version a checkpoint has on a backend.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
         fingerprint: :func:`reranker.encoder.encoder_fingerprint` of that directory; the cache
             key, so a changed encoder is exported again.
         backend: ``onnx`` or ``onnx-int8``.
-        cache_dir: the cache root (``<cache_dir>/encoders/onnx/<fingerprint>-<backend>-r<n>``);
+        cache_dir: the cache root (``<cache_dir>/encoders/onnx/<fingerprint>-<variant>``);
             None is refused (:func:`reranker.encoder.encoder_cache_dir`).
 
     Returns:
@@ -169,7 +171,7 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
     from reranker.encoder import encoder_cache_dir
 
     root = encoder_cache_dir(cache_dir, f"the {backend} export of an encoder") / "onnx"
-    out = root / f"{fingerprint}-{backend}-r{EXPORT_RECIPE}"
+    out = root / f"{fingerprint}-{variant_id(backend).replace(':', '-')}"
     with _export_lock:
         if (out / EXPORT_RECORD).is_file():
             return out
@@ -199,10 +201,19 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
     return out
 
 
-def variant_id(export_dir: str | os.PathLike) -> str:
-    """``<backend>:<first 16 hex of the graph's sha256>``, what model versions mix in."""
-    record = json.loads((Path(export_dir) / EXPORT_RECORD).read_text(encoding="utf-8"))
-    return f"{record['backend']}:{record['sha256'][:16]}"
+def variant_id(backend: str) -> str:
+    """``<backend>:r<recipe>:ort<major.minor>``, what model versions mix in for ``backend``.
+
+    It names the recipe and the ONNX Runtime release that exports and runs the graph, not the
+    graph's bytes (``export.json`` keeps their sha256): like the torch fingerprint, which
+    names the weights and not the torch release, it can be computed without exporting, so a
+    reindex job that never loads a model knows which version its workers will write.
+    """
+    import onnxruntime
+
+    _check_backend(backend)
+    release = ".".join(onnxruntime.__version__.split(".")[:2])
+    return f"{backend}:r{EXPORT_RECIPE}:ort{release}"
 
 
 class OnnxTransformerBody(torch.nn.Module):
@@ -218,7 +229,8 @@ class OnnxTransformerBody(torch.nn.Module):
         super().__init__()
         import onnxruntime as ort
 
-        self.variant = variant_id(export_dir)
+        record = json.loads((Path(export_dir) / EXPORT_RECORD).read_text(encoding="utf-8"))
+        self.variant = variant_id(record["backend"])
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -267,10 +279,13 @@ def to_onnx_backend(encoder: SentenceTransformer, encoder_dir: str | os.PathLike
     return body.variant
 
 
-def served_fingerprint(fingerprint: str, variant: str) -> str:
-    """The encoder fingerprint of ``fingerprint``'s encoder served as ``variant``: every model
-    version derived from it (Paraformer, dense, an ensemble) then names the variant too."""
-    return hashlib.sha256(f"{fingerprint}|{variant}".encode()).hexdigest()[:16]
+def served_fingerprint(fingerprint: str, backend: str) -> str:
+    """The fingerprint of the encoder ``fingerprint`` served on ``backend``: every model
+    version derived from it (Paraformer, dense, an ensemble) then names the variant too.
+    ``torch`` leaves it unchanged (the stored vectors of the reference stay valid)."""
+    if backend == "torch":
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}|{variant_id(backend)}".encode()).hexdigest()[:16]
 
 
 def serve_with_backend(model: Any, backend: str, cache_dir: str | os.PathLike | None) -> Any:
@@ -295,6 +310,6 @@ def serve_with_backend(model: Any, backend: str, cache_dir: str | os.PathLike | 
         source = encoder_source(encoder) or member.encoder_name
         variant = to_onnx_backend(encoder, source, member.encoder_fingerprint, backend,
                                   cache_dir)
-        member.encoder_fingerprint = served_fingerprint(member.encoder_fingerprint, variant)
+        member.encoder_fingerprint = served_fingerprint(member.encoder_fingerprint, backend)
         member.encoder_backend = variant
     return model

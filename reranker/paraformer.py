@@ -211,10 +211,16 @@ class Paraformer:
 
     # -- versions and configuration -------------------------------------------------------
 
+    @staticmethod
+    def version_of(encoder_fingerprint: str) -> str:
+        """The model version of a Paraformer on the encoder ``encoder_fingerprint``: the
+        fingerprint itself (see class docs)."""
+        return encoder_fingerprint
+
     @property
     def model_version(self) -> str:
         """Version of the article-side vectors: the encoder fingerprint (see class docs)."""
-        return self.encoder_fingerprint
+        return self.version_of(self.encoder_fingerprint)
 
     @property
     def head_version(self) -> str:

@@ -14,7 +14,7 @@ import torch
 from lexrerank.config import get_settings
 from lexrerank.errors import LexrerankError
 from reranker import onnx_encoder
-from reranker.checkpoint import load_reranker
+from reranker.checkpoint import load_reranker, read_config, served_model_version
 from reranker.encoder import encoder_fingerprint, load_encoder, resolve_encoder_path
 from reranker.onnx_encoder import (
     OnnxTransformerBody,
@@ -109,7 +109,12 @@ def test_load_reranker_serves_an_ensemble_on_one_exported_encoder(cache: Path) -
         assert member.model_version != reference.members[name].model_version
         assert member.encoder_backend.startswith("onnx-int8:")
     assert served.model_version != reference.model_version
-    assert again.model_version == served.model_version  # the export is deterministic
+    assert again.model_version == served.model_version
+    # What a reindex job computes without loading the model is what the workers serve.
+    for name, member in served.members.items():
+        config = read_config(checkpoint_path(name, "en"))
+        assert served_model_version(config, "onnx-int8") == member.model_version
+        assert served_model_version(config, "torch") == reference.members[name].model_version
     articles = [["A minor must obtain the consent of the legal representative."],
                 ["A lease of land is effective against third parties when registered."],
                 ["The obligor is liable for damages when performance is impossible."]]
