@@ -57,6 +57,19 @@ def rerank(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOp
            as_json)
 
 
+@bench_app.command("query-batching")
+def query_batching(
+    as_json: JsonOpt = False, group: Annotated[int, typer.Option(
+        min=2, help="Concurrent queries one batch would hold.")] = 8,
+    queries: QueriesOpt = 96, model: ModelOpt = "default",
+) -> None:
+    """Encoding a group of queries as one batch vs one by one, per encoder backend (does a
+    batching queue on the worker pay?)."""
+    from bench import query_batching as suite
+
+    report("query-batching", suite.run(group=group, queries=queries, model=model), as_json)
+
+
 @bench_app.command()
 def pipeline(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOpt = 200,
              model: ModelOpt = "default", index_name: IndexOpt = None,
