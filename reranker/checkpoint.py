@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -45,6 +46,8 @@ from reranker.errors import LanguageMismatch, LexrerankError
 from reranker.fusion import WeightedFusion
 from reranker.paraformer import Paraformer, ParaformerHead
 from reranker.word_vocab import WordVocab
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -264,12 +267,20 @@ def load_reranker(
             :func:`reranker.encoder.resolve_encoder_path`; ONNX exports are kept there too.
         backend: the encoder runtime (:data:`reranker.model_names.ENCODER_BACKENDS`): a
             variant other than ``torch`` is exported on first use and changes the model
-            version (:func:`reranker.onnx_encoder.serve_with_backend`).
+            version (:func:`reranker.onnx_encoder.serve_with_backend`). It runs on CPU: a
+            CUDA ``device`` is overridden (with a warning), so that a GPU worker computes
+            the same version as the CPU indexers; GPU deployments choose ``torch``.
     Raises:
         LexrerankError: not a checkpoint, unknown kind, weights modified (sha256 mismatch),
             or an encoder whose fingerprint differs from the one the model was trained with.
     """
     ckpt = Path(path).expanduser()
+    if backend != "torch" and (device is None or torch.device(device).type != "cpu"):
+        if device is not None or torch.cuda.is_available():
+            log.warning("encoder backend %s runs on CPU: %s loads on CPU, not %s (set "
+                        "LEXRERANK_ENCODER_BACKEND=torch on GPU workers and their indexers)",
+                        backend, ckpt, device or "cuda")
+        device = "cpu"
     config = read_config(ckpt)
     kind = config.get("kind")
     if kind not in RERANKER_KINDS:

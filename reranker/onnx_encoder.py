@@ -260,8 +260,9 @@ def to_onnx_backend(encoder: SentenceTransformer, encoder_dir: str | os.PathLike
     """Swap ``encoder``'s transformer for its ONNX export, in place, on CPU.
 
     Returns the :func:`variant_id`. The torch weights are released. The encoder must be on
-    CPU: ONNX Runtime's CPU provider is the one installed (a GPU keeps ``torch``). An encoder
-    already swapped (shared by the members of an ensemble) is left as it is.
+    CPU: ONNX Runtime's CPU provider is the one installed (:func:`reranker.checkpoint.
+    load_reranker` loads on CPU for these backends). An encoder already swapped (shared by the
+    members of an ensemble) is left as it is.
     """
     module = encoder[0]
     if isinstance(module.model, OnnxTransformerBody):

@@ -151,3 +151,14 @@ def test_the_setting_accepts_the_backends_and_refuses_others(monkeypatch) -> Non
         get_settings()
     monkeypatch.delenv("LEXRERANK_ENCODER_BACKEND")
     assert get_settings().encoder_backend == "torch"
+
+
+def test_a_cuda_device_is_overridden_so_versions_agree_with_cpu_indexers(cache: Path,
+                                                                         caplog) -> None:
+    path = checkpoint_path("dense", "en")
+    on_cpu = load_reranker(path, device="cpu", cache_dir=cache, backend="onnx")
+    with caplog.at_level("WARNING", logger="reranker.checkpoint"):
+        asked_cuda = load_reranker(path, device="cuda", cache_dir=cache, backend="onnx")
+    assert asked_cuda.encoder.device.type == "cpu"
+    assert asked_cuda.model_version == on_cpu.model_version
+    assert "runs on CPU" in caplog.text
