@@ -112,7 +112,7 @@ final class RerankResponseProcessor extends AbstractProcessor implements SearchR
                 report(plan, "ok", null, null, null, 0, 0, 0)));
             return;
         }
-        long remainingMs = plan.timeoutMs - elapsedMs(plan);
+        long remainingMs = (long) (plan.timeoutMs - elapsedMs(plan));
         if (remainingMs <= SERVICE_MARGIN_MS) {
             listener.onResponse(fallback(response, plan, "deadline_passed",
                 "the deadline passed before the rerank could start", null, 0));
@@ -204,7 +204,9 @@ final class RerankResponseProcessor extends AbstractProcessor implements SearchR
         for (int i = 0; i < inWindow; i++) {
             Map<String, Object> hit = new LinkedHashMap<>();
             hit.put("_id", hits[i].getId());
-            hit.put("_score", Float.isNaN(hits[i].getScore()) ? null : (double) hits[i].getScore());
+            // The float's shortest decimal, as OpenSearch's JSON (and so the gateway) spells it.
+            float score = hits[i].getScore();
+            hit.put("_score", Float.isNaN(score) ? null : Double.parseDouble(Float.toString(score)));
             if (hits[i].getIndex() != null) {
                 hit.put("_index", hits[i].getIndex());
             }
@@ -311,15 +313,18 @@ final class RerankResponseProcessor extends AbstractProcessor implements SearchR
         }
         exts.add(new RerankExt(report));
         SearchResponseSections rebuilt = new SearchResponseSections(hits, response.getAggregations(), response.getSuggest(),
-            response.isTimedOut(), response.isTerminatedEarly(), new SearchProfileShardResults(response.getProfileResults()),
+            response.isTimedOut(), response.isTerminatedEarly(),
+            // Null without profiling: an empty one would add "profile": {"shards": []} to every answer.
+            response.getProfileResults() == null || response.getProfileResults().isEmpty() ? null
+                : new SearchProfileShardResults(response.getProfileResults()),
             response.getNumReducePhases(), exts, sections.getProcessorResult());
         return new SearchResponse(rebuilt, response.getScrollId(), response.getTotalShards(), response.getSuccessfulShards(),
             response.getSkippedShards(), response.getTook().millis(), response.getPhaseTook(), response.getShardFailures(),
             response.getClusters(), response.pointInTimeId());
     }
 
-    private static long elapsedMs(Plan plan) {
-        return (System.nanoTime() - plan.startedNanos) / 1_000_000;
+    private static double elapsedMs(Plan plan) {
+        return (System.nanoTime() - plan.startedNanos) / 1e6;
     }
 
     private static double msSince(long nanos) {
