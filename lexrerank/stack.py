@@ -457,7 +457,8 @@ def define_search_pipeline(settings: Settings, name: str = "lexrerank") -> str:
     request = urllib.request.Request(f"{base}/_search/pipeline/{name}", data=body, method="PUT",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=10):  # nosec B310 - the local OpenSearch
+        # request: a PUT to the configured (local) OpenSearch URL.
+        with urllib.request.urlopen(request, timeout=10):  # nosec B310
             pass
     except OSError as exc:
         return f"not defined: {exc}"
