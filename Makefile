@@ -57,6 +57,8 @@ run: up
 	@echo "  $(LEXRERANK) eval --queries $(EXAMPLE_QUERIES) --index $(LEXRERANK_INDEX) --reranker default"
 	@echo "The gateway (OpenSearch-compatible; reranks _search with search_pipeline=lexrerank):"
 	@echo "  curl -s -XPOST 'http://127.0.0.1:8000/$(LEXRERANK_INDEX)/_search?search_pipeline=lexrerank' -H 'content-type: application/json' -d '{\"size\": 3, \"_source\": [\"caption\"], \"query\": {\"match\": {\"content\": \"$(EXAMPLE_QUERY)\"}}, \"ext\": {\"rerank\": {\"explain\": true}}}'"
+	@echo "Inside OpenSearch (plugin lexrerank-search-pipeline; pipeline lexrerank defined by up --serve):"
+	@echo "  curl -s -XPOST 'http://127.0.0.1:9200/$(LEXRERANK_INDEX)/_search?search_pipeline=lexrerank' -H 'content-type: application/json' -d '{\"size\": 3, \"_source\": [\"caption\"], \"query\": {\"match\": {\"content\": \"$(EXAMPLE_QUERY)\"}}}'"
 	@echo "  $(BIN)/python -c 'from opensearchpy import OpenSearch; r = OpenSearch(\"http://127.0.0.1:8000\").search(index=\"$(LEXRERANK_INDEX)\", params={\"search_pipeline\": \"lexrerank\"}, body={\"size\": 3, \"query\": {\"match\": {\"content\": \"$(EXAMPLE_QUERY)\"}}}); print(r[\"ext\"][\"rerank\"], [h[\"_id\"] for h in r[\"hits\"][\"hits\"]])'"
 
 test: up

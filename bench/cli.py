@@ -77,7 +77,8 @@ def pipeline(as_json: JsonOpt = False, window: WindowOpt = 100, queries: Queries
                  min=1, help="Processes of the bench's rerank worker (default: as "
                              "`lexrerank worker`: one per GPU, else one per core, at most 4)."
              )] = None) -> None:
-    """Latency of BM25 direct, BM25 through the gateway, and the reranked path (c1, c8)."""
+    """Latency of BM25 direct, BM25 through the gateway, and the reranked path through the
+    gateway and through the search-pipeline plugin (c1, c8)."""
     from bench import pipeline as suite
 
     report("pipeline", suite.run(window=window, queries=queries, model=model, index=index_name,

@@ -12,7 +12,13 @@ three ways:
 - ``reranked``: ``search_pipeline=lexrerank`` at ``window_size`` (first stage of ``window``
   hits, rerank on the worker, merge), under the configured deadline
   (``LEXRERANK_RERANK_TIMEOUT_MS``): answers that fell back are counted in ``fallbacks``
-  (their latency is the deadline, which is what a user sees).
+  (their latency is the deadline, which is what a user sees);
+- ``reranked_native``: the same reranked query sent straight to OpenSearch with a search
+  pipeline of the ``lexrerank-search-pipeline`` plugin (defined for the run, deleted after)
+  that calls this gateway's ``POST /_lexrerank/rerank``: the first stage, then the rerank
+  (not overlapped, as the gateway overlaps the query encode with the first stage). Its
+  fallbacks are ``native_fallbacks``. Without the plugin loaded, ``native`` says so and the
+  row is absent.
 
 ``gateway_cpu_ms``: the gateway process's CPU time (``/proc``, 10 ms ticks) per request it
 served in the BM25 pair (``bm25``) and in the reranked phase (``reranked``).
@@ -50,6 +56,7 @@ from bench.services import (
 from lexrerank.bm25 import bm25_body
 from lexrerank.config import get_settings
 from lexrerank.evaluation import percentile
+from lexrerank.stack import PIPELINE_PLUGIN, search_pipeline_definition
 
 CONCURRENCY = (1, 8)
 PAGE_SIZE = 10
@@ -101,30 +108,66 @@ def run(window: int = 100, queries: int = 200, model: str = "paraformer",
     with tempfile.TemporaryDirectory(prefix="lexrerank-bench-") as tmp:
         services = Services(model, index, Path(tmp), worker_processes=worker_processes)
         services.start()
+        pipeline: str | None = None
         try:
             direct = _search(settings.opensearch_url, index, {})
             gateway = _search(services.url, index, {})
-            reranked = _search(services.url, index, {"search_pipeline": "lexrerank"},
-                               lambda t: {"rerank": {"query_context": {"query_text": t},
-                                                     "window_size": window}})
-            for call in (direct, gateway, reranked):  # warm-up: connections, lazy init
-                run_clients(1, texts[:5], call)
+            def ext(text: str) -> dict[str, Any]:
+                return {"rerank": {"query_context": {"query_text": text}, "window_size": window,
+                                   "timeout_ms": settings.rerank_timeout_ms}}
+
+            reranked = _search(services.url, index, {"search_pipeline": "lexrerank"}, ext)
+            pipeline, result["native"] = _define_native_pipeline(settings.opensearch_url,
+                                                                 services.url, model, window)
+            native = (None if pipeline is None else
+                      _search(settings.opensearch_url, index, {"search_pipeline": pipeline}, ext))
+            for call in (direct, gateway, reranked, native):  # warm-up: connections, lazy init
+                if call is not None:
+                    run_clients(1, texts[:5], call)
             for c in CONCURRENCY:
                 result[f"c{c}"] = _phase(c, texts, direct, gateway, reranked, encoders,
-                                         services.gateway.pid)
+                                         services.gateway.pid, native)
         finally:
+            if pipeline is not None:
+                _delete_native_pipeline(settings.opensearch_url, pipeline)
             services.stop()
     return result
 
 
+def _define_native_pipeline(opensearch_url: str, service_url: str, model: str, window: int
+                            ) -> tuple[str | None, str]:
+    """A private search pipeline of the plugin calling ``service_url``: (its name, what was
+    done), or (None, why not)."""
+    base = opensearch_url.rstrip("/")
+    plugins = httpx.get(f"{base}/_cat/plugins", params={"h": "component"}, timeout=10)
+    if PIPELINE_PLUGIN not in plugins.text.split():
+        return None, f"skipped: OpenSearch has not loaded {PIPELINE_PLUGIN} (lexrerank up)"
+    name = f"lexrerank-bench-{os.getpid()}"
+    definition = search_pipeline_definition(service_url)
+    definition["response_processors"] = [{"lexrerank": {
+        "service_url": service_url, "model": model, "window_size": window}}]
+    resp = httpx.put(f"{base}/_search/pipeline/{name}", json=definition, timeout=10)
+    if resp.status_code != 200:
+        return None, f"skipped: defining the pipeline failed: {resp.status_code} {resp.text[:200]}"
+    return name, f"pipeline {name} of {PIPELINE_PLUGIN}"
+
+
+def _delete_native_pipeline(opensearch_url: str, name: str) -> None:
+    httpx.delete(f"{opensearch_url.rstrip('/')}/_search/pipeline/{name}", timeout=10)
+
+
 def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, reranked: Callable,
-           encoders: list[Any], gateway_pid: int) -> dict[str, Any]:
+           encoders: list[Any], gateway_pid: int, native: Callable | None = None
+           ) -> dict[str, Any]:
     cpu = [process_cpu_seconds(gateway_pid)]
     # Paired: each query goes straight to OpenSearch and through the gateway back to back.
     direct_ms, gateway_ms, bm25_err = run_paired_clients(c, texts, direct, gateway)
     cpu.append(process_cpu_seconds(gateway_pid))
     reranked_ms, infos, reranked_err = run_clients(c, texts, reranked)
     cpu.append(process_cpu_seconds(gateway_pid))
+    # Right after the gateway path, in the same run: the two rows are side by side.
+    native_ms, native_infos, native_err = (run_clients(c, texts, native) if native is not None
+                                           else ([], [], 0))
     fallbacks = sum(1 for info in infos if info.get("status") != "ok")
     # Reasons grouped by kind (the milliseconds in them made every one unique).
     reasons = Counter(re.sub(r"\d+", "N", info.get("reason") or "") for info in infos
@@ -137,6 +180,12 @@ def _phase(c: int, texts: list[str], direct: Callable, gateway: Callable, rerank
     for name, values in (("bm25_direct", direct_ms), ("bm25_gateway", gateway_ms),
                          ("reranked", reranked_ms), ("encode", encode_ms)):
         stats[f"{name}_ms_p50"], stats[f"{name}_ms_p95"] = _stats(values)
+    if native is not None:
+        stats["reranked_native_ms_p50"], stats["reranked_native_ms_p95"] = _stats(native_ms)
+        stats["native_errors"] = native_err
+        stats["native_fallbacks"] = sum(1 for i in native_infos if i.get("status") != "ok")
+        stats["native_fallback_reason_codes"] = dict(Counter(
+            i.get("reason_code") or "none" for i in native_infos if i.get("status") != "ok"))
     worker = [info["worker_ms"] for info in infos if info.get("worker_ms") is not None]
     stats["worker_ms_p50"], stats["worker_ms_p95"] = _stats(worker)
     stats["gateway_overhead_ratio"] = round(percentile(gateway_ms, 50)

@@ -5,6 +5,8 @@ Routes:
 - ``GET|POST /{index}/_search`` with the ``lexrerank`` pipeline (``?search_pipeline=``,
   ``"search_pipeline"`` in the body, or the index listed in
   ``LEXRERANK_DEFAULT_PIPELINE_INDEXES``): :mod:`gateway.rerank_pipeline`;
+- ``POST /_lexrerank/rerank``: the rerank service the OpenSearch search-pipeline plugin
+  calls (:mod:`gateway.rerank_endpoint`, contract :mod:`worker.service_protocol`);
 - ``GET /_lexrerank/health``: the gateway's own readiness (``GET /`` is OpenSearch's);
 - ``GET /_lexrerank/ui/`` and ``/_lexrerank/ui/ops``: the search and ops pages
   (:mod:`gateway.pages`);
@@ -50,6 +52,7 @@ from gateway.pages import add_pages
 from gateway.proxy import client_gone, opensearch_error, proxy, proxy_asgi, read_body
 from gateway.request_log import RequestIdMiddleware, annotate, setup_logging
 from gateway.rerank_client import RerankClient
+from gateway.rerank_endpoint import rerank_endpoint
 from gateway.rerank_pipeline import run_pipeline
 from gateway.rerank_request import (
     PlannedSearch,
@@ -60,6 +63,7 @@ from gateway.rerank_request import (
     plan_search,
 )
 from lexrerank.config import Settings, get_settings, safe_url
+from worker.service_protocol import SERVICE_PATH
 
 # The methods OpenSearch serves (TRACE and CONNECT it refuses; WebDAV's it drops unanswered).
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
@@ -103,6 +107,7 @@ def create_app(settings: Settings | None = None, *, upstream: OpenSearchUpstream
     app.state.upstream = opensearch
     _add_health_route(app, settings)
     _add_search_route(app, settings, limits)
+    _add_rerank_route(app, settings, limits)
     add_pages(app)  # before the catch-all proxy: /_lexrerank/ui/ is ours
     add_ops_routes(app, settings)  # /_lexrerank/{metrics,healthz,readyz,ops}
     _add_catch_all_routes(app, settings)
@@ -142,6 +147,12 @@ def _add_search_route(app: FastAPI, settings: Settings, limits: Limits) -> None:
     @app.api_route("/{index}/_search", methods=["GET", "POST"])
     async def search(index: str, request: Request) -> Response:
         return await _search(index, request, settings, limits, time.perf_counter())
+
+
+def _add_rerank_route(app: FastAPI, settings: Settings, limits: Limits) -> None:
+    @app.post(SERVICE_PATH)
+    async def rerank(request: Request) -> Response:
+        return await rerank_endpoint(request, settings, limits, time.perf_counter())
 
 
 async def _search(index: str, request: Request, settings: Settings, limits: Limits,

@@ -87,9 +87,11 @@ def record_request(route: str, code: int, seconds: float) -> None:
 
 def record_rerank(status: str, reason_code: ReasonCode | None, took_ms: dict[str, float],
                   window: int, model: str | None, model_version: str | None) -> None:
-    """Record one reranked search (``reason_code``: None when ``ok``)."""
+    """Record one reranked search (``reason_code``: None when ``ok``). A stage absent from
+    ``took_ms`` is not observed (``POST /_lexrerank/rerank`` runs no first stage)."""
     for stage in STAGES:
-        _child(STAGE_SECONDS, stage, status).observe(took_ms[stage] / 1000)
+        if stage in took_ms:
+            _child(STAGE_SECONDS, stage, status).observe(took_ms[stage] / 1000)
     # The model label comes from the request: only names a worker answered for are kept.
     seen = any(m == model for m, _ in _models_seen) or (model_version and status == "ok")
     _child(RERANKED, status, (model or "unknown") if seen else "other").inc()

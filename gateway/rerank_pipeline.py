@@ -85,13 +85,18 @@ async def run_pipeline(request: Request, index: str, plan: PlannedSearch,
         return await _first_stage_then_rerank(request, index, plan, upstream, pending,
                                               settings, started)
     finally:
-        # Past CLOSE_WAIT_S the close goes on in the background; only the answer stops
-        # waiting for it (the set holds the task until it is done).
-        closing = asyncio.ensure_future(pending.close())
-        _CLOSING.add(closing)
-        closing.add_done_callback(_CLOSING.discard)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(closing), CLOSE_WAIT_S)
+        await close_pending(pending)
+
+
+async def close_pending(pending: PendingRerank) -> None:
+    """Call ``pending`` off, waiting at most :data:`CLOSE_WAIT_S`; past it the close goes on
+    in the background and only the answer stops waiting for it (the set holds the task
+    until it is done)."""
+    closing = asyncio.ensure_future(pending.close())
+    _CLOSING.add(closing)
+    closing.add_done_callback(_CLOSING.discard)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(closing), CLOSE_WAIT_S)
 
 
 def first_stage_timeout(timeout_ms: int) -> Response:
@@ -124,15 +129,15 @@ async def _first_stage_then_rerank(request: Request, index: str, plan: PlannedSe
     t_first = time.perf_counter()
     response = fast_json.loads(first.body)
     t_rerank_start = time.perf_counter()
-    outcome = await _rerank(response, index, opts, pending)
+    outcome = await rerank_window(response, index, opts, pending)
     t_rerank = time.perf_counter()
-    response = _merge(response, outcome, opts)
+    response = merge_outcome(response, outcome, opts)
     t_merge = time.perf_counter()
     took = {"first_stage": (t_first - started) * 1000,
             "rerank": (t_rerank - t_rerank_start) * 1000,
             "merge": (t_merge - t_rerank) * 1000,
             "total": (time.perf_counter() - started) * 1000}
-    return json_response(with_ext(response, _report(index, opts, outcome, took)))
+    return json_response(with_ext(response, report(index, opts, outcome, took)))
 
 
 async def _first_stage(request: Request, index: str, plan: PlannedSearch,
@@ -165,9 +170,10 @@ async def _first_stage(request: Request, index: str, plan: PlannedSearch,
     return first
 
 
-async def _rerank(response: dict[str, Any], index: str, opts: RerankOptions,
-                  pending: PendingRerank) -> Outcome:
-    """Hand the window's candidates to the waiting worker and await its answer."""
+async def rerank_window(response: dict[str, Any], index: str, opts: RerankOptions,
+                        pending: PendingRerank) -> Outcome:
+    """Hand the window's candidates to the waiting worker and await its answer (shared by
+    the pipeline and :mod:`gateway.rerank_endpoint`: one worker call for both)."""
     outcome = Outcome()
     try:
         candidates = window_candidates(response, opts.window)
@@ -186,8 +192,8 @@ async def _rerank(response: dict[str, Any], index: str, opts: RerankOptions,
     return outcome
 
 
-def _merge(response: dict[str, Any], outcome: Outcome, opts: RerankOptions
-           ) -> dict[str, Any]:
+def merge_outcome(response: dict[str, Any], outcome: Outcome, opts: RerankOptions
+                  ) -> dict[str, Any]:
     """The page to answer: reranked when there is an answer that fits, else first-stage."""
     if outcome.answer is not None:
         try:
@@ -198,9 +204,10 @@ def _merge(response: dict[str, Any], outcome: Outcome, opts: RerankOptions
     return merge_fallback(response, opts.from_, opts.size)
 
 
-def _report(index: str, opts: RerankOptions, outcome: Outcome, took: dict[str, float]
-            ) -> dict[str, Any]:
-    """The ``ext.rerank`` block, recorded in the metrics and the request log."""
+def report(index: str, opts: RerankOptions, outcome: Outcome, took: dict[str, float]
+           ) -> dict[str, Any]:
+    """The ``ext.rerank`` block, recorded in the metrics and the request log (``took``: the
+    stages timed, at least ``total``; :mod:`gateway.rerank_endpoint` has no first stage)."""
     answer: dict[str, Any] = dict(outcome.answer or {})
     info = rerank_info(outcome.status, outcome.code, outcome.reason,
                        answer.get("model", opts.model), answer.get("model_version"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -46,6 +47,10 @@ ANALYSIS_COMMON_JAR = (
 INTL_PLUGIN = "lexrerank-analysis-intl"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INTL_PLUGIN_BUILD = REPO_ROOT / "deploy" / "opensearch-plugins" / "analysis-intl" / "build.sh"
+PIPELINE_PLUGIN = "lexrerank-search-pipeline"
+PIPELINE_PLUGIN_DIR = REPO_ROOT / "deploy" / "opensearch-plugins" / PIPELINE_PLUGIN
+# The file in the installed plugin's folder that names the sources it was built from.
+PIPELINE_BUILD_ID_FILE = "lexrerank-build-id"
 SERVICE_USER = "opensearch"
 READY_TIMEOUT_S = 180
 
@@ -147,6 +152,7 @@ def install_opensearch(settings: Settings) -> Path:
         "extended.plugins=\nhas.native.controller=false\n"
     )
     _install_intl_plugin(settings, unpacked)
+    install_pipeline_plugin(settings, unpacked)
     # Only a complete install is moved into place, so a killed `up` never leaves half of one.
     shutil.rmtree(home, ignore_errors=True)
     unpacked.rename(home)
@@ -169,6 +175,50 @@ def _install_intl_plugin(settings: Settings, home: Path) -> None:
         env={**env, "OPENSEARCH_JAVA_HOME": _java_home()},
         stdout=subprocess.DEVNULL,
     )
+
+
+def pipeline_plugin_build_id() -> str:
+    """A digest of the search-pipeline plugin's sources, build script and policy: an
+    installed plugin with another id is stale (``lexrerank up`` reinstalls it)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in PIPELINE_PLUGIN_DIR.rglob("*")
+                   if p.is_file() and "src/test" not in p.as_posix() and p.suffix != ".md")
+    for path in files:
+        digest.update(path.relative_to(PIPELINE_PLUGIN_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return f"{OPENSEARCH_VERSION}-{digest.hexdigest()[:16]}"
+
+
+def pipeline_plugin_current(home: Path) -> bool:
+    """True when ``home`` holds the search-pipeline plugin built from these sources."""
+    marker = home / "plugins" / PIPELINE_PLUGIN / PIPELINE_BUILD_ID_FILE
+    try:
+        return marker.read_text().strip() == pipeline_plugin_build_id()
+    except OSError:
+        return False
+
+
+def install_pipeline_plugin(settings: Settings, home: Path) -> bool:
+    """Build ``lexrerank-search-pipeline`` (javac, build.sh) and install it into ``home``
+    unless the installed one is current; True when it (re)installed. Takes effect when
+    OpenSearch (re)starts."""
+    build = PIPELINE_PLUGIN_DIR / "build.sh"
+    if not build.exists() or pipeline_plugin_current(home):
+        return False
+    build_id = pipeline_plugin_build_id()
+    plugin_zip = settings.cache_dir / "downloads" / f"{PIPELINE_PLUGIN}-{build_id}.zip"
+    plugin_zip.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LEXRERANK_CACHE": str(settings.cache_dir),
+           "LEXRERANK_BUILD_ID": build_id, "OPENSEARCH_JAVA_HOME": _java_home()}
+    subprocess.run(["bash", str(build), str(home), str(plugin_zip)], check=True, env=env)
+    tool = str(home / "bin" / "opensearch-plugin")
+    if (home / "plugins" / PIPELINE_PLUGIN).exists():
+        subprocess.run([tool, "remove", PIPELINE_PLUGIN], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --batch accepts the permissions of plugin-security.policy (one URLPermission).
+    subprocess.run([tool, "install", "--batch", f"file://{plugin_zip}"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return True
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -204,8 +254,14 @@ def _opensearch_ready(url: str) -> bool:
 
 def start_opensearch(settings: Settings) -> str:
     if _opensearch_ready(settings.opensearch_url):
+        home = opensearch_home(settings)
+        if (home / ".lexrerank-installed").exists() and install_pipeline_plugin(settings, home):
+            # A running node loads plugins only at start: never restarted behind a user's back.
+            return (f"already running; {PIPELINE_PLUGIN} (re)installed, loaded at the next "
+                    "start: `lexrerank down && lexrerank up`")
         return "already running"
     home = install_opensearch(settings)
+    install_pipeline_plugin(settings, home)  # an install from before the plugin, or stale
     run = settings.cache_dir / "run"
     data, logs = settings.cache_dir / "opensearch-data", settings.cache_dir / "opensearch-logs"
     for path in (run, data, logs):
@@ -369,7 +425,44 @@ def up(settings: Settings | None = None, serve: bool = False) -> dict[str, str]:
     if serve:
         result["worker"] = start_worker(settings)
         result["gateway"] = start_gateway(settings)
+        if settings.opensearch_is_local:
+            result["search pipeline"] = define_search_pipeline(settings)
     return result
+
+
+def search_pipeline_definition(service_url: str) -> dict[str, object]:
+    """The ``lexrerank`` search pipeline of the plugin, calling the gateway at ``service_url``
+    (processor settings: docs/search-pipeline.md)."""
+    return {"description": "lexrerank: rerank the window through the lexrerank gateway",
+            "request_processors": [{"lexrerank": {}}],
+            "response_processors": [{"lexrerank": {"service_url": service_url}}]}
+
+
+def define_search_pipeline(settings: Settings, name: str = "lexrerank") -> str:
+    """Define the search pipeline ``name`` on the local OpenSearch, calling the local gateway,
+    unless one of that name exists (a user's own is never overwritten) or the plugin is not
+    loaded."""
+    base = settings.opensearch_url.rstrip("/")
+    try:
+        # base: the configured (local) OpenSearch URL.
+        with urllib.request.urlopen(f"{base}/_cat/plugins?h=component", timeout=5) as resp:  # nosec B310
+            if PIPELINE_PLUGIN not in resp.read().decode().split():
+                return (f"not defined: {PIPELINE_PLUGIN} is not loaded (restart OpenSearch: "
+                        "`lexrerank down && lexrerank up`)")
+    except OSError as exc:
+        return f"not defined: OpenSearch did not list its plugins ({exc})"
+    if _answers_200(f"{base}/_search/pipeline/{name}"):
+        return f"{name} already defined"
+    body = json.dumps(search_pipeline_definition(settings.gateway_url.rstrip("/"))).encode()
+    request = urllib.request.Request(f"{base}/_search/pipeline/{name}", data=body, method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        # request: a PUT to the configured (local) OpenSearch URL.
+        with urllib.request.urlopen(request, timeout=10):  # nosec B310
+            pass
+    except OSError as exc:
+        return f"not defined: {exc}"
+    return f"{name} defined (calls {settings.gateway_url})"
 
 
 def down(settings: Settings | None = None) -> dict[str, str]:

@@ -98,6 +98,9 @@ class ReasonCode(StrEnum):
     BAD_REQUEST = "bad_request"  # the worker refused the request or handoff as malformed
     CALLED_OFF = "called_off"  # the gateway called the rerank off (nothing to rerank)
     GATEWAY_ERROR = "gateway_error"  # a bug on the gateway's rerank side
+    # Set by the search-pipeline plugin only (it calls POST /_lexrerank/rerank over HTTP):
+    SERVICE_UNAVAILABLE = "service_unavailable"  # the rerank service could not be reached
+    SERVICE_ERROR = "service_error"  # the rerank service answered an HTTP error (401, 5xx)
 
 
 class RerankFailed(LexrerankError):
