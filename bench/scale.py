@@ -17,7 +17,10 @@ baseline the others are compared with):
    twice (window ``--window``): ``rerank_ms_p50_cold`` is the first pass (its windows read
    from OpenSearch), ``rerank_ms_p50_warm`` the second (from memory, budget permitting).
    Both are ``ext.rerank.took_ms.rerank``: the gateway's wait for the worker after the first
-   stage (gather + score + the round trip).
+   stage (gather + score + the round trip). From the second size on, the warm pass
+   alternates each query between this index and the first size's (kept for the whole run)
+   on the same worker: ``warm_p50_vs_baseline`` is their ratio, side by side, so the shared
+   machine's noise lands on both.
 3. Adds one article (a query's text, so that query's window holds it) with
    ``lexrerank index --format jsonl --no-vectors`` and sends that query three times:
    ``add_one_article`` counts the fallbacks, whether anything re-read the index
@@ -28,8 +31,8 @@ baseline the others are compared with):
 5. Restarts the worker with the default pre-warm on: ``first_answer_s_prewarmed`` (warm up
    to the budget before the first task).
 
-Each index is deleted after its run. Prints one JSON object ``{"runs": [...], ...}``; the
-ratios against the first (smallest) run are computed from figures of this same run.
+Each index is deleted after its run (the baseline at the end). Prints one JSON object
+``{"runs": [...], ...}``.
 """
 
 from __future__ import annotations
@@ -178,6 +181,10 @@ def _rerank_ms(answers: list[dict[str, Any]]) -> float | None:
     return round(percentile(values, 50), 2) if values else None
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
 def _worker_ms(answers: list[dict[str, Any]]) -> float | None:
     """p50 of the worker's own compute (``ext.rerank.worker_ms``: encode + score + fuse)."""
     values = [a["ext"]["rerank"]["worker_ms"] for a in answers
@@ -236,8 +243,12 @@ def _warm(services: Services, index: str, model: str) -> dict[str, Any]:
 
 
 def measure(index: str, articles: int, model: str, cache_mb: int, texts: list[str],
-            window: int, logs: Path) -> dict[str, Any]:
-    """Steps 2-5 of the module docstring for one built index."""
+            window: int, logs: Path, baseline: str | None = None) -> dict[str, Any]:
+    """Steps 2-5 of the module docstring for one built index.
+
+    With ``baseline`` (the first size's index, kept), the warm pass alternates each query
+    between ``baseline`` and ``index`` on the same worker, so both see the same machine.
+    """
     metrics_port = free_port()
     env = {"LEXRERANK_VECTOR_CACHE_MB": str(cache_mb), "LEXRERANK_VECTOR_CACHE_PREWARM": "0",
            "LEXRERANK_WORKER_METRICS_PORT": str(metrics_port),
@@ -254,9 +265,21 @@ def measure(index: str, articles: int, model: str, cache_mb: int, texts: list[st
         run["first_answer_s"] = _first_answer(services, index, texts[0], window, started)
         with httpx.Client(timeout=60) as http:
             cold = [_search(http, services.url, index, t, window) for t in texts]
-            warm = [_search(http, services.url, index, t, window) for t in texts]
+            if baseline is not None:  # its windows in memory too, before the timed pass
+                [_search(http, services.url, baseline, t, window) for t in texts]
+            warm, base_warm = [], []
+            for i, text in enumerate(texts):
+                pair = [index, baseline] if i % 2 or baseline is None else [baseline, index]
+                for name in pair:
+                    if name is not None:
+                        answer = _search(http, services.url, name, text, window)
+                        (warm if name == index else base_warm).append(answer)
             run["rerank_ms_p50_cold"] = _rerank_ms(cold)
             run["rerank_ms_p50_warm"] = _rerank_ms(warm)
+            if baseline is not None:
+                run["baseline_rerank_ms_p50_warm"] = _rerank_ms(base_warm)
+                run["warm_p50_vs_baseline"] = _ratio(run["rerank_ms_p50_warm"],
+                                                     run["baseline_rerank_ms_p50_warm"])
             run["worker_ms_p50_warm"] = _worker_ms(warm)
             run["fallbacks_cold_warm"] = sum(not _ok(a) for a in cold + warm)
             run["e2e_ms_p50_warm"] = _e2e_ms(http, services.url, index, texts, window)
@@ -330,26 +353,27 @@ def run(articles: tuple[int, ...] = DEFAULT_SIZES, model: str = "default",
     members = model_members(loaded, resolve_name(model, "en", settings.model_dir))
     texts = query_texts(queries)
     random.Random(3).shuffle(texts)
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="lexrerank-bench-scale-") as tmp:
-        for n in articles:
-            name = f"bench-scale-{uuid.uuid4().hex[:8]}-{n}"
-            try:
+    runs: list[dict[str, Any]] = []
+    names = [f"bench-scale-{uuid.uuid4().hex[:8]}-{n}" for n in articles]
+    try:
+        with tempfile.TemporaryDirectory(prefix="lexrerank-bench-scale-") as tmp:
+            for i, (n, name) in enumerate(zip(articles, names, strict=True)):
                 built = build_index(client, name, n, members, Path(tmp) / "corpus.jsonl")
-                result = measure(name, n, model, cache_mb, texts, window, Path(tmp))
+                # The first (smallest) index is kept as every later run's side-by-side baseline.
+                result = measure(name, n, model, cache_mb, texts, window, Path(tmp),
+                                 baseline=names[0] if i else None)
                 runs.append({**result, "index_store_mb": built["store_mb"],
                              "index_build_s": built["build_s"]})
-            finally:
-                if not keep_index:
+                if i and not keep_index:
                     client.indices.delete(index=name, ignore_unavailable=True)
-            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+                print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    finally:
+        if not keep_index:
+            for name in names:
+                client.indices.delete(index=name, ignore_unavailable=True)
     base = runs[0]
     for r in runs:
-        if base["rerank_ms_p50_warm"] and r["rerank_ms_p50_warm"]:
-            r["warm_p50_vs_first_run"] = round(r["rerank_ms_p50_warm"]
-                                               / base["rerank_ms_p50_warm"], 3)
-        if base["worker_rss_mb"] and r["worker_rss_mb"]:
-            r["rss_vs_first_run"] = round(r["worker_rss_mb"] / base["worker_rss_mb"], 3)
+        r["rss_vs_first_run"] = _ratio(r["worker_rss_mb"], base["worker_rss_mb"])
     return {"suite": "scale", "model": model, "window": window, "queries": len(texts),
             "cpus": os.cpu_count(), "load_average_1m_after": round(os.getloadavg()[0], 2),
-            "synthetic_vectors": True, "runs": runs}
+            "synthetic_vectors": True, "baseline_articles": articles[0], "runs": runs}
