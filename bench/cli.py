@@ -102,6 +102,35 @@ def reindex_suite(
                                 concurrency=concurrency, keep_index=keep_index), as_json)
 
 
+@bench_app.command("scale")
+def scale_suite(
+    as_json: JsonOpt = False,
+    articles: Annotated[str, typer.Option(
+        help="Comma list of index sizes; the first is the baseline of the ratios.")]
+    = "768,10000,100000,200000",
+    model: ModelOpt = "default",
+    cache_mb: Annotated[int, typer.Option(
+        min=1, help="LEXRERANK_VECTOR_CACHE_MB of the bench worker.")] = 256,
+    queries: QueriesOpt = 50, window: WindowOpt = 100,
+    keep_index: Annotated[bool, typer.Option(help="Keep the bench indexes afterwards.")]
+    = False,
+) -> None:
+    """Worker RSS, first answer, cold/warm rerank and the cost of adding one article, per
+    index size (synthetic corpus and vectors; each index deleted after its run)."""
+    from bench import scale as suite
+
+    try:
+        sizes = tuple(int(n) for n in articles.split(",") if n.strip())
+    except ValueError:
+        raise typer.BadParameter("give sizes as a comma list of integers, e.g. 768,10000",
+                                 param_hint="--articles") from None
+    if not sizes or min(sizes) < 100:
+        raise typer.BadParameter("each size must be at least 100 articles (a window)",
+                                 param_hint="--articles")
+    report("scale", suite.run(articles=sizes, model=model, cache_mb=cache_mb,
+                              queries=queries, window=window, keep_index=keep_index), as_json)
+
+
 @bench_app.command()
 def load(
     as_json: JsonOpt = False,

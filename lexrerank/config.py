@@ -290,6 +290,21 @@ class Settings:
         "LEXRERANK_WORKER_PRELOAD", False,
         "load the default model and index vectors when a worker process starts (set by "
         "`lexrerank worker`)", group="worker")
+    vector_cache_mb: int = setting(
+        # 1 GiB: ~220k articles of the English ensemble (4.6 MiB per 1,000; README "At scale").
+        "LEXRERANK_VECTOR_CACHE_MB", 1024,
+        "MiB of article vectors (fp16, with their sentences) one worker process keeps in "
+        "memory; least recently used first out, a miss reads only the missing articles",
+        group="worker", minimum=1)
+    vector_cache_prewarm: bool = setting(
+        "LEXRERANK_VECTOR_CACHE_PREWARM", True,
+        "with preload, fill the cache from the default index (up to the budget) before a "
+        "process takes tasks; off: it fills on demand", group="worker")
+    vector_compute_max: int = setting(
+        "LEXRERANK_VECTOR_COMPUTE_MAX", 8,
+        "candidates of one rerank lacking stored vectors that the worker computes, stores and "
+        "uses (articles added since the last embed); more fall back `no_vectors`",
+        group="worker", minimum=0)
     prometheus_multiproc_dir: Path | None = setting(
         "PROMETHEUS_MULTIPROC_DIR", None,
         "multi-process metrics of `serve --workers N` and prefork workers (prometheus-client's "

@@ -7,9 +7,16 @@ Exported (prefix ``lexrerank_worker_``, base units):
   articles per embed): recorded by :mod:`worker.task_signals`;
 - ``model_info{model,model_version,device}`` = 1 per loaded model, ``processes`` (live
   task-running processes), ``vector_cache_articles{index,model}``,
-  ``vector_cache_bytes{index,model}`` (array bytes held), ``vector_cache_hits_total`` /
-  ``vector_cache_misses_total{index,model}`` (a miss loads an index's vectors from OpenSearch):
-  moved by :mod:`worker.service_cache` through the hooks below.
+  ``vector_cache_bytes{index,model}`` (bytes held, as the budget counts them),
+  ``vector_cache_budget_bytes`` (``LEXRERANK_VECTOR_CACHE_MB`` of each process),
+  ``vector_cache_hits_total`` / ``vector_cache_misses_total{index,model}`` (a hit: a rerank
+  whose candidates were all current in memory; a miss: one that read or computed some),
+  ``vector_cache_reads_total{index,model}`` (documents read by a rerank: missing or stale),
+  ``vector_cache_stale_total`` (of those, held but changed since), ``vector_cache_computed_total``
+  (articles whose vectors a rerank computed: added since the last embed),
+  ``vector_cache_warmed_total`` (documents cached by a warm: start-up or reindex) and
+  ``vector_cache_evictions_total`` (entries evicted for the budget): moved by
+  :mod:`worker.service_cache` through the hooks below.
 
 Celery's prefork pool runs tasks in forked children, so the worker uses prometheus-client's
 multi-process mode: ``lexrerank worker`` gives each worker its own fresh
@@ -45,11 +52,29 @@ CACHE_ARTICLES = Gauge("lexrerank_worker_vector_cache_articles",
 CACHE_BYTES = Gauge("lexrerank_worker_vector_cache_bytes",
                     "Bytes of article vectors (array data) held in memory.",
                     ["index", "model"], multiprocess_mode="livesum")
+CACHE_BUDGET = Gauge("lexrerank_worker_vector_cache_budget_bytes",
+                     "Vector cache budget of the live worker processes, summed.",
+                     multiprocess_mode="livesum")
 CACHE_HITS = Counter("lexrerank_worker_vector_cache_hits",
-                     "Requests served from vectors already in memory.", ["index", "model"])
+                     "Reranks whose candidates were all current in memory.", ["index", "model"])
 CACHE_MISSES = Counter("lexrerank_worker_vector_cache_misses",
-                       "Requests that loaded an index's vectors from OpenSearch first.",
+                       "Reranks that read or computed some candidates' vectors first.",
                        ["index", "model"])
+CACHE_READS = Counter("lexrerank_worker_vector_cache_reads",
+                      "Documents whose vectors a rerank read from OpenSearch (missing or stale).",
+                      ["index", "model"])
+CACHE_STALE = Counter("lexrerank_worker_vector_cache_stale",
+                      "Cached documents found changed since they were read (re-read).",
+                      ["index", "model"])
+CACHE_COMPUTED = Counter("lexrerank_worker_vector_cache_computed",
+                         "Articles whose vectors a rerank computed (none stored yet).",
+                         ["index", "model"])
+CACHE_WARMED = Counter("lexrerank_worker_vector_cache_warmed",
+                       "Documents cached by a warm (start-up or reindex), budget permitting.",
+                       ["index", "model"])
+CACHE_EVICTIONS = Counter("lexrerank_worker_vector_cache_evictions",
+                          "Cached entries evicted for the budget (least recently used).",
+                          ["index", "model"])
 
 
 # ------------------------------------------------------------------- hooks for service_cache
@@ -61,16 +86,34 @@ def model_loaded(name: str, model: Any) -> None:
     MODEL_INFO.labels(name, version, device).set(1)
 
 
-def vector_cache_hit(index: str, model: str) -> None:
-    CACHE_HITS.labels(index, model).inc()
+def vector_cache_budget(budget_bytes: int) -> None:
+    CACHE_BUDGET.set(budget_bytes)
 
 
-def vector_cache_loaded(index: str, model: str, service: Any) -> None:
-    """An index's vectors were loaded (a miss): count it and record the cache's size."""
-    CACHE_MISSES.labels(index, model).inc()
-    cache = getattr(service, "cache", None)
-    CACHE_ARTICLES.labels(index, model).set(len(cache) if cache is not None else 0)
-    CACHE_BYTES.labels(index, model).set(cache.nbytes() if cache is not None else 0)
+def vector_cache_gathered(index: str, model: str, from_memory: bool, read: int, stale: int,
+                          computed: int) -> None:
+    """One rerank gathered its candidates' vectors: a hit, or a miss and what it cost."""
+    (CACHE_HITS if from_memory else CACHE_MISSES).labels(index, model).inc()
+    if read:
+        CACHE_READS.labels(index, model).inc(read)
+    if stale:
+        CACHE_STALE.labels(index, model).inc(stale)
+    if computed:
+        CACHE_COMPUTED.labels(index, model).inc(computed)
+
+
+def vector_cache_warmed(index: str, model: str, documents: int) -> None:
+    CACHE_WARMED.labels(index, model).inc(documents)
+
+
+def vector_cache_size(index: str, model: str, articles: int, nbytes: int,
+                      new_evictions: int) -> None:
+    """What the process holds of (index, model) now, and the entries evicted since the
+    last call."""
+    CACHE_ARTICLES.labels(index, model).set(articles)
+    CACHE_BYTES.labels(index, model).set(nbytes)
+    if new_evictions:
+        CACHE_EVICTIONS.labels(index, model).inc(new_evictions)
 
 
 def vector_cache_dropped(index: str, model: str) -> None:

@@ -25,7 +25,15 @@ from reranker.paraformer import Paraformer
 from reranker.registry import checkpoint_path, resolve_name
 from reranker.types import EncodedQuery, Reranker
 from worker.protocol import AnswerHit, RerankAnswer
-from worker.vector_cache import ArticleVectorCache
+from worker.vector_cache import (
+    MIB,
+    ArticleVectorCache,
+    Gathered,
+    VectorMemory,
+    check_index_versions,
+    gather,
+    warm,
+)
 
 EVIDENCE_MIN_WEIGHT = 1e-6
 _EVIDENCE_PRIORITY = {Paraformer: 2, AttentiveCNNReranker: 1}
@@ -67,6 +75,7 @@ class MemberCaches:
         self.caches = caches
 
     def __len__(self) -> int:
+        """Articles held by the member that holds fewest (an upper bound of complete ones)."""
         return min(len(c) for c in self.caches.values())
 
     def __contains__(self, doc_id: str) -> bool:
@@ -82,6 +91,8 @@ class RerankService:
     A single reranker is the one-member case: its fusion ``alpha * bm25 + (1 - alpha) *
     model`` is the weighted fusion ``{bm25: alpha, name: 1 - alpha}``. An
     :class:`reranker.ensemble.Ensemble` has one member per model, each with its own cache.
+    The caches are views of one (index, model version) each on a shared
+    :class:`worker.vector_cache.VectorMemory`, filled on demand by :meth:`gather`.
     """
 
     def __init__(self, model: Reranker | Ensemble, caches: dict[str, ArticleVectorCache],
@@ -89,6 +100,8 @@ class RerankService:
         self.model = model
         self.members = model_members(model, name)
         self.caches = caches
+        first = next(iter(caches.values()))
+        self.index, self.client, self.compute_max = first.index, first.client, first.compute_max
         self.cache = next(iter(caches.values())) if len(caches) == 1 else MemberCaches(caches)
         self.fusion = fusion
         self.cutoff = cutoff
@@ -108,8 +121,16 @@ class RerankService:
 
     @classmethod
     def for_model(cls, client: OpenSearch, index: str, model: Reranker | Ensemble, name: str,
-                  show_progress: bool = False, language: str | None = None) -> RerankService:
+                  show_progress: bool = False, language: str | None = None,
+                  memory: VectorMemory | None = None, compute_max: int | None = None
+                  ) -> RerankService:
         """A service around an already-loaded ``model`` (workers share one across indexes).
+
+        With ``memory`` (a worker's process-wide cache) nothing is read yet: reranks fill it
+        on demand. Without, the service gets a memory of its own of
+        ``LEXRERANK_VECTOR_CACHE_MB`` and is warmed from the index now (in-process use:
+        ``lexrerank eval``, benchmarks). ``compute_max`` (default
+        ``LEXRERANK_VECTOR_COMPUTE_MAX``): candidates lacking vectors a rerank computes.
 
         Raises:
             LanguageMismatch: the model was not trained for the index's language.
@@ -122,8 +143,18 @@ class RerankService:
         # "default" answers with the model it means
         name = resolve_name(name, language, get_settings().model_dir)
         cutoff = CutoffPolicy.from_dict(config.get("cutoff", CutoffPolicy().to_dict()))
-        caches = {member: ArticleVectorCache.load(client, index, m, show_progress=show_progress)
-                  for member, m in model_members(model, name).items()}
+        members = model_members(model, name)
+        check_index_versions(client, index, members.values())
+        settings = get_settings()
+        own_memory = memory is None
+        if memory is None:
+            memory = VectorMemory(settings.vector_cache_mb * MIB)
+        if compute_max is None:
+            compute_max = settings.vector_compute_max
+        caches = {member: ArticleVectorCache(index, m, memory, client, compute_max)
+                  for member, m in members.items()}
+        if own_memory:
+            warm(client, index, caches, show_progress=show_progress)
         if isinstance(model, Ensemble):
             fusion = model.fusion
         else:
@@ -141,23 +172,39 @@ class RerankService:
             return RerankResult([], self.name, self.model_version, False)
         return self.rerank_prepared(self.model.prepare_query(query), candidates)
 
+    def gather(self, doc_ids: Sequence[str]) -> Gathered:
+        """Every member's current vectors of ``doc_ids``, read or computed where missing
+        (:func:`worker.vector_cache.gather`: one ``mget``, never a reload)."""
+        return gather(self.client, self.index, self.caches, doc_ids, self.compute_max)
+
+    def warm(self, show_progress: bool = False) -> int:
+        """Fill the caches from the index within the memory's budget; documents cached."""
+        if self.client is None:
+            return 0
+        return warm(self.client, self.index, self.caches, show_progress=show_progress)
+
     def rerank_prepared(self, query: EncodedQuery | EnsembleQuery,
                         candidates: Sequence[tuple[str, float]],
-                        explain: bool = True) -> RerankResult:
+                        explain: bool = True, gathered: Gathered | None = None
+                        ) -> RerankResult:
         """:meth:`rerank` for a query already encoded by this service's model.
 
         Without ``explain`` the hits' evidence lists are left empty (not built at all).
+        ``gathered``: the candidates' vectors when the caller gathered them already (the
+        worker times and counts that step), else they are gathered here.
         """
         if not candidates:
             return RerankResult([], self.name, self.model_version, query.truncated)
         doc_ids = [d for d, _ in candidates]
+        if gathered is None:
+            gathered = self.gather(doc_ids)
         parts = query.parts if isinstance(query, EnsembleQuery) else {self.name: query}
         members = self.members
         signals: dict[str, np.ndarray] = {FIRST_STAGE: np.asarray([s for _, s in candidates])}
         evidence_source, evidence_rank = None, -1
         for member, model in members.items():
-            entries = self.caches[member].get(doc_ids)
-            out = model.rerank_prepared(parts[member], [side for side, _ in entries])
+            entries = gathered.entries[member]
+            out = model.rerank_prepared(parts[member], [e.side for e in entries])
             signals[member] = out.scores
             # Evidence: the sentences the Paraformer's attention selected for this query,
             # else the Attentive CNN's (query-independent) ones; a dense model has none.
@@ -174,7 +221,7 @@ class RerankService:
             if explain and evidence_source is not None:
                 weights_list, entries = evidence_source
                 weights = weights_list[i] if i < len(weights_list) else np.zeros(0)
-                sentences = entries[i][1]
+                sentences = entries[i].sentences
                 evidence = [
                     {"sentence_index": int(j), "sentence": sentences[j],
                      "weight": float(weights[j])}

@@ -1,9 +1,11 @@
 """Per-process cache of loaded models and :class:`RerankService` per (index, model name).
 
-A worker process loads a model once (on the GPU when there is one) and an index's article
-vectors once, then serves every rerank from memory. Models are cached by name, apart from the
-vectors, so a request for an index without matching vectors costs one metadata read, not a
-model load.
+A worker process loads a model once (on the GPU when there is one). Article vectors live in
+one :class:`worker.vector_cache.VectorMemory` per process, of ``LEXRERANK_VECTOR_CACHE_MB``,
+shared by every (index, model) service: a rerank reads only its missing (or changed)
+candidates, in one ``mget``; nothing reloads an index. Models are cached by name, apart from
+the vectors, so a request for an index without matching vectors costs one metadata read,
+not a model load.
 
 Which models a worker may load is bounded: the shipped names, the configured default
 (``LEXRERANK_MODEL``) and ``LEXRERANK_MODELS``. A request cannot make a worker open an
@@ -26,6 +28,7 @@ from reranker.registry import resolve_name
 from worker import presence_beat
 from worker import prometheus_metrics as worker_metrics
 from worker.protocol import ReasonCode, RerankFailed
+from worker.vector_cache import MIB, Gathered, VectorMemory
 
 if TYPE_CHECKING:
     from worker.rerank_service import RerankService
@@ -49,7 +52,9 @@ class ServiceCache:
         self._services: dict[tuple[str, str], RerankService] = {}
         self._languages: dict[str, str | None] = {}
         self._lock = threading.Lock()
-        self._loads = 0  # vector cache loads so far (hit/miss accounting)
+        self.memory = VectorMemory(self.settings.vector_cache_mb * MIB)
+        self._evictions_seen: dict[tuple[str, str], int] = {}  # published per service
+        worker_metrics.vector_cache_budget(self.memory.budget_bytes)
 
     @property
     def client(self) -> OpenSearch:
@@ -115,29 +120,52 @@ class ServiceCache:
 
         with self._lock:
             if key not in self._services:
-                start = time.perf_counter()
                 # Raises LexrerankError when the model does not fit the index's language or
-                # the index holds no vectors of this model version.
-                self._services[key] = RerankService.for_model(self.client, index, model, name,
-                                                              language=language)
-                log.info("loaded %d article vectors of %s for %s in %.1fs",
-                         len(self._services[key].cache), index, name,
-                         time.perf_counter() - start)
-                self._loads += 1
-                worker_metrics.vector_cache_loaded(index, name, self._services[key])
+                # the index holds no vectors of this model version (one metadata read; no
+                # vectors are read until a rerank or a warm asks for them).
+                self._services[key] = RerankService.for_model(
+                    self.client, index, model, name, language=language, memory=self.memory,
+                    compute_max=self.settings.vector_compute_max)
             return self._services[key]
 
-    def service_covering(self, index: str, name: str, doc_ids: Sequence[str]
-                         ) -> RerankService:
-        """The service, reloaded once if some ``doc_ids`` are newer than its vector cache."""
-        loads = self._loads
+    def gather(self, index: str, name: str, doc_ids: Sequence[str]
+               ) -> tuple[RerankService, Gathered]:
+        """The service of (index, name) and its current vectors of ``doc_ids``, counted: a
+        hit when every candidate was current in memory, else a miss, with the documents
+        read (missing or stale) and the vectors computed."""
         service = self.service(index, name)
-        if all(d in service.cache for d in doc_ids):
-            if loads == self._loads:  # served from memory (a load counted as a miss)
-                worker_metrics.vector_cache_hit(index, name)
-            return service
-        self.invalidate(index)
-        return self.service(index, name)
+        gathered = service.gather(doc_ids)
+        stats = gathered.stats
+        worker_metrics.vector_cache_gathered(service.index, name, stats.from_memory,
+                                             read=stats.read, stale=stats.stale,
+                                             computed=stats.computed)
+        if not stats.from_memory:
+            self._publish_usage()
+        return service, gathered
+
+    def warm(self, index: str, name: str, show_progress: bool = False) -> int:
+        """Fill the memory with ``index``'s vectors for model ``name``, up to the budget (a
+        scan that stops when the index's entries fill it). Returns the documents cached."""
+        service = self.service(index, name)
+        start = time.perf_counter()
+        warmed = service.warm(show_progress=show_progress)
+        worker_metrics.vector_cache_warmed(index, name, warmed)
+        self._publish_usage()
+        log.info("warmed %d articles of %s for %s in %.1fs (%.0f of %.0f MiB used)", warmed,
+                 index, name, time.perf_counter() - start, self.memory.used_bytes / MIB,
+                 self.memory.budget_bytes / MIB)
+        return warmed
+
+    def _publish_usage(self) -> None:
+        """Set the size gauges of every service (a fill may have evicted another's)."""
+        with self._lock:
+            services = list(self._services.items())
+        for key, service in services:
+            evicted = sum(self.memory.evicted(c.key) for c in service.caches.values())
+            new = evicted - self._evictions_seen.get(key, 0)
+            self._evictions_seen[key] = evicted
+            worker_metrics.vector_cache_size(*key, len(service.cache), service.cache.nbytes(),
+                                             max(new, 0))
 
     def loaded(self) -> list[list[str]]:
         """The (index, model) pairs whose services are in memory."""
@@ -148,23 +176,26 @@ class ServiceCache:
         """Forget the caches of indexes named ``prefix...`` other than ``keep``.
 
         A reindex job warms its new index and keeps the one it replaces (searches that
-        started before the swap still need it); older versions of the alias are dropped.
-        Returns the evicted index names.
+        started before the swap still need it); older versions of the alias are dropped,
+        their vectors with them. Returns the evicted index names.
         """
         with self._lock:
             gone = [k for k in self._services if k[0].startswith(prefix) and k[0] not in keep]
             for key in gone:
                 del self._services[key]
                 worker_metrics.vector_cache_dropped(*key)
+        for index in {index for index, _ in gone}:
+            self.memory.drop_index(index)
         return sorted({index for index, _ in gone})
 
     def invalidate(self, index: str) -> None:
-        """Forget the vector caches of ``index`` (after an embed, or when ids are missing)."""
+        """Forget ``index``: its services, recorded language and cached vectors."""
         with self._lock:
             self._languages.pop(index, None)
             for key in [k for k in self._services if k[0] == index]:
                 del self._services[key]
                 worker_metrics.vector_cache_dropped(*key)
+        self.memory.drop_index(index)
 
 
 _cache: ServiceCache | None = None

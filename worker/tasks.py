@@ -1,12 +1,14 @@
 """The Celery tasks ``lexrerank.rerank``, ``embed``, ``warm`` and ``ping`` (JSON in, JSON out).
 
 Models and vector caches live in the worker CHILD process (:mod:`worker.service_cache`):
-loaded on first use, or at start-up when ``LEXRERANK_WORKER_PRELOAD=1`` (set by
-``lexrerank worker``), and kept in memory. Expected errors (no vectors for this model
-version, unknown model, bad input) are :class:`LexrerankError`: the task fails with that
-message, the worker carries on. The rerank task raises them as
-:class:`worker.protocol.RerankFailed` with a reason code, and the gateway falls back with
-that code and the message as its reason. The messages are :mod:`worker.protocol`'s.
+models loaded on first use, or at start-up when ``LEXRERANK_WORKER_PRELOAD=1`` (set by
+``lexrerank worker``), and kept in memory; article vectors within the process's budget
+(``LEXRERANK_VECTOR_CACHE_MB``), pre-warmed at start-up and filled on demand. Expected
+errors (no vectors for this model version, unknown model, bad input) are
+:class:`LexrerankError`: the task fails with that message, the worker carries on. The
+rerank task raises them as :class:`worker.protocol.RerankFailed` with a reason code, and the
+gateway falls back with that code and the message as its reason. The messages are
+:mod:`worker.protocol`'s.
 """
 
 from __future__ import annotations
@@ -80,15 +82,16 @@ def _rerank(task: Task, request: RerankRequest) -> RerankAnswer:
                                         request.wait_ms / 1000)
     t2 = time.perf_counter()
     setattr(task.request, BATCH_SIZE_ATTR, len(handoff.candidates))  # for the task metrics
-    service = cache.service_covering(handoff.index, request.model,
+    # One mget: the held candidates' versions, the missing ones' vectors (never a reload).
+    service, gathered = cache.gather(handoff.index, request.model,
                                      [d for d, _ in handoff.candidates])
     t3 = time.perf_counter()
     if prepared_by is not service.model:
         # An index of another language is scored by its own model: encode again with it.
         prepared = service.model.prepare_query(request.query)
     t4 = time.perf_counter()
-    result = service.rerank_prepared(prepared, handoff.candidates,
-                                     explain=request.explain).to_dict()
+    result = service.rerank_prepared(prepared, handoff.candidates, explain=request.explain,
+                                     gathered=gathered).to_dict()
     t5 = time.perf_counter()
     timing = {"load": t3 - t2, "encode": (t1 - t0) + (t4 - t3), "wait": t2 - t1,
               "rerank": (t1 - t0) + (t5 - t3)}
@@ -102,7 +105,7 @@ def embed(self: Task, index: str, ids: list, model: str) -> dict[str, Any]:
 
     Resumable: documents already holding this model version are skipped. The index metadata
     is not touched (the job that fanned the chunks out records the version when all are
-    done). This process's vector cache of ``index`` is dropped afterwards.
+    done). A rerank cache needs no telling: it sees each written document's new version.
     """
     _guard(self)
     if (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)
@@ -118,7 +121,6 @@ def embed(self: Task, index: str, ids: list, model: str) -> dict[str, Any]:
     model_for_index = cache.model(model, cache.language_of(index))
     report = embed_index(cache.client, index, model_for_index, ids=ids, record=False,
                          show_progress=False, batch_size=max(len(ids), 1))
-    cache.invalidate(index)
     return asdict(report)
 
 
@@ -128,9 +130,11 @@ def warm(self: Task, index: str, models: list, evict_prefix: str | None = None,
     """Load ``models``' vectors of the concrete ``index`` into this (rerank) process.
 
     Sent by a reindex job before it swaps its alias, so the first searches on the new index
-    find the vectors in memory. With ``evict_prefix``, caches of other indexes of that alias
-    (``<alias>-v``) not in ``keep`` are dropped. Returns this process's pid, what it loaded
-    and its resident memory before and after (MiB; the difference is the vector cache).
+    find the vectors in memory: as many as the budget holds (``LEXRERANK_VECTOR_CACHE_MB``;
+    the rest are read on demand). With ``evict_prefix``, caches of other indexes of that
+    alias (``<alias>-v``) not in ``keep`` are dropped first. Returns this process's pid,
+    the documents cached per model, the budget and its use, and the resident memory before
+    and after (MiB).
     """
     from worker.process_memory import peak_rss_mb, rss_mb
 
@@ -140,12 +144,11 @@ def warm(self: Task, index: str, models: list, evict_prefix: str | None = None,
     evicted = cache.evict_versions(evict_prefix, list(keep or [index])) if evict_prefix else []
     before = rss_mb()
     start = time.perf_counter()
-    documents = {}
-    for name in models:
-        service = cache.service(index, name)
-        documents[name] = len(service.cache)
+    documents = {name: cache.warm(index, name) for name in models}
     return {"pid": os.getpid(), "index": index, "documents": documents, "evicted": evicted,
             "load_ms": round((time.perf_counter() - start) * 1000, 1),
+            "cache_budget_mb": round(cache.memory.budget_bytes / 2**20, 1),
+            "cache_used_mb": round(cache.memory.used_bytes / 2**20, 1),
             "rss_before_mb": before, "rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
 
 
@@ -174,7 +177,8 @@ def ping(self: Task, index: str | None = None, model: str | None = None) -> dict
 
 
 def preload() -> None:
-    """Load the default model and the default index's vectors now, if asked to."""
+    """Load the default model now, if asked to, and (``LEXRERANK_VECTOR_CACHE_PREWARM``)
+    the default index's vectors up to the cache budget."""
     cache = process_cache()
     if not cache.settings.worker_preload:
         return
@@ -185,6 +189,8 @@ def preload() -> None:
         # The gateway names the concrete index of its hits (an alias moves on a reindex).
         index = resolve_concrete(cache.client, index)
         cache.service(index, model)
+        if cache.settings.vector_cache_prewarm:
+            cache.warm(index, model)
     except (LexrerankError, NotFoundError) as exc:
         # Not fatal (the index may not exist yet: a reindex job creates it): the worker still
         # serves other indexes/models; requests for this one fail and the gateway falls back.

@@ -306,19 +306,19 @@ def test_vector_bytes_counts_array_data() -> None:
 
 
 def test_vector_cache_hooks_move_the_worker_metrics() -> None:
-    from worker.vector_cache import ArticleVectorCache
+    def delta(name: str, before: float) -> float:
+        return sample(name, index="i", model="m") - before
 
-    class Service:
-        cache = ArticleVectorCache("i", "v1", {
-            "1": (np.zeros((2, 4), dtype=np.float16), ["a", "b"])})
-
-    before = sample("lexrerank_worker_vector_cache_misses_total", index="i", model="m")
-    worker_metrics.vector_cache_loaded("i", "m", Service())
-    worker_metrics.vector_cache_hit("i", "m")
-    assert sample("lexrerank_worker_vector_cache_misses_total", index="i",
-                  model="m") == before + 1
-    assert sample("lexrerank_worker_vector_cache_articles", index="i", model="m") == 1
-    assert sample("lexrerank_worker_vector_cache_bytes", index="i", model="m") == 16
+    names = [f"lexrerank_worker_vector_cache_{n}_total"
+             for n in ("hits", "misses", "reads", "stale", "computed", "evictions")]
+    before = {n: sample(n, index="i", model="m") for n in names}
+    worker_metrics.vector_cache_gathered("i", "m", True, read=0, stale=0, computed=0)
+    worker_metrics.vector_cache_gathered("i", "m", False, read=3, stale=1, computed=2)
+    worker_metrics.vector_cache_size("i", "m", 7, 4096, 5)
+    hits, misses, reads, stale, computed, evictions = (delta(n, before[n]) for n in names)
+    assert (hits, misses, reads, stale, computed, evictions) == (1, 1, 3, 1, 2, 5)
+    assert sample("lexrerank_worker_vector_cache_articles", index="i", model="m") == 7
+    assert sample("lexrerank_worker_vector_cache_bytes", index="i", model="m") == 4096
     worker_metrics.vector_cache_dropped("i", "m")
     assert sample("lexrerank_worker_vector_cache_bytes", index="i", model="m") == 0
 

@@ -156,7 +156,7 @@ def test_the_service_fuses_bm25_and_every_member_in_one_rerank(members: Path, ti
     caches = {}
     for name, member in model.members.items():
         sides = member.encode_articles([tiny_corpus[d] for d in ids])
-        caches[name] = ArticleVectorCache("tiny", member.model_version, {
+        caches[name] = ArticleVectorCache.from_entries("tiny", member, {
             d: (side, tiny_corpus[d]) for d, side in zip(ids, sides, strict=True)})
     service = RerankService(model, caches, model.fusion, CutoffPolicy(), "ensemble")
     assert "5" in service.cache and len(service.cache) == len(ids)
