@@ -192,9 +192,15 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
                       "inputs": names, "sha256": _sha256(tmp / MODEL_FILE),
                       "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
             (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
-            if out.exists():  # an unfinished directory of an older process
-                shutil.rmtree(out)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except OSError:
+                # Another process (a worker's sibling) finished the same export first: the
+                # recipe is deterministic, so its directory is kept and ours dropped; it is
+                # never replaced under a process that may be reading it.
+                if not (out / EXPORT_RECORD).is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

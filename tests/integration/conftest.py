@@ -263,7 +263,8 @@ def gateway_service(client: OpenSearch, gateway_model: str):
     load_articles(client, GATEWAY_INDEX, lambda: iter(articles), "en", show_progress=False)
     client.indices.refresh(index=GATEWAY_INDEX)
     model = load_reranker(checkpoint_path(gateway_model), device="cpu",
-                          cache_dir=get_settings().cache_dir)
+                          cache_dir=get_settings().cache_dir,
+                          backend=get_settings().encoder_backend)
     embed_index(client, GATEWAY_INDEX, model, show_progress=False)
     yield RerankService.for_model(client, GATEWAY_INDEX, model, gateway_model)
     client.indices.delete(index=GATEWAY_INDEX, ignore_unavailable=True)

@@ -45,7 +45,8 @@ def embedded_index(client: OpenSearch, gateway_model: str) -> Iterator[str]:
     client.indices.delete(index=name, ignore_unavailable=True)
     load_articles(client, name, lambda: iter(articles), "en", show_progress=False)
     model = load_reranker(checkpoint_path(gateway_model), device="cpu",
-                          cache_dir=get_settings().cache_dir)
+                          cache_dir=get_settings().cache_dir,
+                          backend=get_settings().encoder_backend)
     embed_index(client, name, model, show_progress=False)
     yield name
     client.indices.delete(index=name, ignore_unavailable=True)

@@ -78,7 +78,8 @@ def ops_index(client: OpenSearch, gateway_model: str) -> Iterator[str]:
     from lexrerank.config import get_settings
 
     model = load_reranker(checkpoint_path(gateway_model), device="cpu",
-                          cache_dir=get_settings().cache_dir)
+                          cache_dir=get_settings().cache_dir,
+                          backend=get_settings().encoder_backend)
     embed_index(client, name, model, show_progress=False)
     yield name
     client.indices.delete(index=name, ignore_unavailable=True)

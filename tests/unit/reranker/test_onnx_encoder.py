@@ -5,6 +5,7 @@ Exports the packaged all-MiniLM-L6-v2 (a few seconds each, once per variant for 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,22 @@ def test_a_cuda_device_is_overridden_so_versions_agree_with_cpu_indexers(cache: 
     assert asked_cuda.encoder.device.type == "cpu"
     assert asked_cuda.model_version == on_cpu.model_version
     assert "runs on CPU" in caplog.text
+
+
+def test_an_export_another_process_finished_first_is_kept(cache: Path, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    path = resolve_encoder_path(None)
+    encoder = load_encoder(None, device="cpu")
+    fingerprint = encoder_fingerprint(path)
+    finished = export_onnx(encoder, path, fingerprint, "onnx-int8", cache)
+    root = tmp_path / "encoders" / "onnx"
+    real_quantize = onnx_encoder._quantize
+
+    def sibling_wins(src: Path, dst: Path) -> None:
+        real_quantize(src, dst)
+        shutil.copytree(finished, root / finished.name)  # its rename lands before ours
+
+    monkeypatch.setattr(onnx_encoder, "_quantize", sibling_wins)
+    out = export_onnx(encoder, path, fingerprint, "onnx-int8", tmp_path)
+    assert out == root / finished.name
+    assert [p.name for p in root.iterdir()] == [finished.name]  # ours dropped, none half-made
