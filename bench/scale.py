@@ -196,7 +196,8 @@ def _child_memory(services: Services) -> tuple[float | None, float | None]:
     """(RSS, peak RSS) in MiB of the worker's pool process."""
     from worker.process_memory import peak_rss_mb, rss_mb
 
-    assert services.worker is not None
+    if services.worker is None:
+        return None, None
     kids = _children(services.worker.pid)
     if not kids:
         return None, None

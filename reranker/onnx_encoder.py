@@ -85,8 +85,10 @@ def _export_fp32(encoder: SentenceTransformer, encoder_dir: Path, out: Path) -> 
     """
     from transformers import AutoModel
 
-    body = AutoModel.from_pretrained(str(_transformer_dir(encoder_dir)),
-                                     attn_implementation="eager", local_files_only=True)
+    # A local directory read with local_files_only: nothing is fetched from a hub.
+    body = AutoModel.from_pretrained(  # nosec B615 - a local directory, never downloaded
+        str(_transformer_dir(encoder_dir)), attn_implementation="eager",
+        local_files_only=True)
     body.eval()
     sample = encoder.tokenizer(["a short sample sentence"], return_tensors="pt")
     accepted = set(inspect.signature(body.forward).parameters)
