@@ -140,6 +140,10 @@ def load(
     index_name: IndexOpt = None,
     timeout_ms: Annotated[int | None, typer.Option(
         min=1, help="Rerank deadline (default: LEXRERANK_RERANK_TIMEOUT_MS).")] = None,
+    encoder_backends: Annotated[str, typer.Option(
+        help="Comma list of encoder runtimes (torch, onnx, onnx-int8) to measure side by side "
+             "with LEXRERANK_ENCODER_BACKEND, each on its own worker; the index must hold "
+             "their vectors.")] = "",
 ) -> None:
     """Throughput, p50/p95/p99, errors, fallbacks: BM25 and reranked, at several concurrencies.
 
@@ -148,8 +152,22 @@ def load(
     from bench import load as suite
 
     levels = tuple(int(c) for c in concurrency.split(",") if c.strip())
+    backends = _encoder_backends(encoder_backends)
     report("load", suite.run(concurrency=levels, queries=queries, window=window, model=model,
-                             index=index_name, timeout_ms=timeout_ms), as_json)
+                             index=index_name, timeout_ms=timeout_ms,
+                             encoder_backends=backends), as_json)
+
+
+def _encoder_backends(value: str) -> tuple[str, ...]:
+    """The comma list of ``--encoder-backends``, each a known runtime."""
+    from reranker.model_names import ENCODER_BACKENDS
+
+    backends = tuple(b.strip() for b in value.split(",") if b.strip())
+    unknown = sorted(set(backends) - set(ENCODER_BACKENDS))
+    if unknown:
+        raise typer.BadParameter(f"unknown encoder backend(s) {', '.join(unknown)}: use "
+                                 f"{', '.join(ENCODER_BACKENDS)}", param_hint="--encoder-backends")
+    return backends
 
 
 @bench_app.command()
@@ -195,14 +213,9 @@ def quality(
     data it is reported on (COLIEE rolling origin). Trains each fold's models on first use
     (cached in <LEXRERANK_CACHE>/quality)."""
     from bench import quality as suite
-    from reranker.model_names import ENCODER_BACKENDS
 
     chosen = tuple(d.strip() for d in datasets.split(",") if d.strip())
-    backends = tuple(b.strip() for b in encoder_backends.split(",") if b.strip())
-    unknown = sorted(set(backends) - set(ENCODER_BACKENDS))
-    if unknown:
-        raise typer.BadParameter(f"unknown encoder backend(s) {', '.join(unknown)}: use "
-                                 f"{', '.join(ENCODER_BACKENDS)}", param_hint="--encoder-backends")
+    backends = _encoder_backends(encoder_backends)
     report("quality", suite.run(datasets=chosen, encoder_backends=backends), as_json)
 
 

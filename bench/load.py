@@ -16,6 +16,14 @@ answer other than HTTP 200, or none), and for ``reranked`` the ``fallbacks`` wit
 reasons. The target is zero errors at every level: when one worker cannot keep up, the
 reranked path degrades by falling back to the first-stage order inside the deadline.
 Client, gateway, worker and OpenSearch share this machine's cores.
+
+``encoder_backends``: more encoder runtimes to compare with the configured one
+(``LEXRERANK_ENCODER_BACKEND``), side by side in one run: each gets its own gateway and
+worker (``LEXRERANK_ENCODER_BACKEND`` set for it), and at every level its ``reranked_<backend>``
+phase runs right after the configured backend's ``reranked``, so both see the same machine.
+``reranked_rps_over_<configured>`` is the throughput ratio. The index must hold each
+backend's article vectors (``LEXRERANK_ENCODER_BACKEND=<backend> lexrerank embed``); a worker
+that has to compute them shows it as fallbacks and a lower rate.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import os
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -51,37 +61,54 @@ def _phase(requests: list, concurrency: int) -> dict[str, Any]:
 
 
 def run(concurrency: tuple[int, ...] = CONCURRENCY, queries: int = 200, window: int = 100,
-        model: str = "paraformer", index: str | None = None, timeout_ms: int | None = None
-        ) -> dict[str, Any]:
+        model: str = "paraformer", index: str | None = None, timeout_ms: int | None = None,
+        encoder_backends: Sequence[str] = ()) -> dict[str, Any]:
     """Figures for each level in ``concurrency`` (``c1``, ``c4``, ...): see the module doc."""
     settings = get_settings()
     index = index or settings.index
     texts = query_texts(queries)
     deadline = timeout_ms or settings.rerank_timeout_ms
+    served = settings.encoder_backend
+    others = [b for b in dict.fromkeys(encoder_backends) if b != served]
     result: dict[str, Any] = {"suite": "load", "model": model, "index": index,
                               "window": window, "requests_per_phase": len(texts),
-                              "deadline_ms": deadline, "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="lexrerank-load-") as tmp:
-        services = Services(model, index, Path(tmp)).start()
-        try:
-            paths = {
-                "bm25_direct": search_requests(settings.opensearch_url, index, texts, False),
-                "bm25_gateway": search_requests(services.url, index, texts, False),
-                "reranked": search_requests(services.url, index, texts, True, window, deadline),
-            }
-            for requests in paths.values():  # warm-up: connections, lazy initialisation
-                run_batch(requests[:5], 1)
-            total_errors = 0
-            for c in concurrency:
-                level = {name: _phase(requests, c) for name, requests in paths.items()}
-                direct, gateway = level["bm25_direct"], level["bm25_gateway"]
-                if direct["p50_ms"] is not None and gateway["p50_ms"] is not None:
-                    level["gateway_overhead_ms_p50"] = round(
-                        gateway["p50_ms"] - direct["p50_ms"], 2)
-                total_errors += sum(p["errors"] for p in level.values()
-                                    if isinstance(p, dict))
-                result[f"c{c}"] = level
-            result["errors"] = total_errors
-        finally:
-            services.stop()
+                              "deadline_ms": deadline, "cpus": os.cpu_count(),
+                              "encoder_backend": served}
+    with tempfile.TemporaryDirectory(prefix="lexrerank-load-") as tmp, ExitStack() as stack:
+        services = _started(stack, Services(model, index, Path(tmp)))
+        compared = {b: _started(stack, Services(
+            model, index, Path(tmp) / b, env={"LEXRERANK_ENCODER_BACKEND": b},
+            prefix=f"bench-{b}")) for b in others}
+        paths = {
+            "bm25_direct": search_requests(settings.opensearch_url, index, texts, False),
+            "bm25_gateway": search_requests(services.url, index, texts, False),
+            "reranked": search_requests(services.url, index, texts, True, window, deadline),
+            **{f"reranked_{b}": search_requests(s.url, index, texts, True, window, deadline)
+               for b, s in compared.items()},
+        }
+        for requests in paths.values():  # warm-up: connections, lazy initialisation
+            run_batch(requests[:5], 1)
+        total_errors = 0
+        for c in concurrency:
+            level = {name: _phase(requests, c) for name, requests in paths.items()}
+            direct, gateway = level["bm25_direct"], level["bm25_gateway"]
+            if direct["p50_ms"] is not None and gateway["p50_ms"] is not None:
+                level["gateway_overhead_ms_p50"] = round(
+                    gateway["p50_ms"] - direct["p50_ms"], 2)
+            for b in compared:
+                base = level["reranked"]["rps"]
+                level[f"reranked_rps_over_{served}"] = {
+                    **level.get(f"reranked_rps_over_{served}", {}),
+                    b: round(level[f"reranked_{b}"]["rps"] / base, 3) if base else None}
+            total_errors += sum(p["errors"] for p in level.values()
+                                if isinstance(p, dict) and "errors" in p)
+            result[f"c{c}"] = level
+        result["errors"] = total_errors
     return result
+
+
+def _started(stack: ExitStack, services: Services) -> Services:
+    """Start ``services`` and stop them when ``stack`` closes (also when a later start fails)."""
+    services.logs.mkdir(parents=True, exist_ok=True)
+    stack.callback(services.stop)
+    return services.start()

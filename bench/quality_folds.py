@@ -117,13 +117,18 @@ def encoder_cache_root() -> Path:
 
 
 def encoder_key(base: str, examples: Sequence[TrainingExample], passages: Mapping[str, str],
-                options: EncoderTrainingOptions) -> str:
-    """A hash of everything a fine-tuned encoder depends on (see the module docstring)."""
+                options: EncoderTrainingOptions, dev: Sequence[TrainingExample] = ()) -> str:
+    """A hash of everything a fine-tuned encoder depends on (see the module docstring); the
+    dev queries count only when they choose the epoch."""
     digest = hashlib.sha256()
     digest.update(encoder_fingerprint(base, cache_dir=get_settings().cache_dir).encode())
     digest.update(json.dumps(asdict(options), sort_keys=True).encode())
     for ex in examples:
         digest.update(json.dumps([ex.qid, ex.query, ex.positives, ex.candidates]).encode())
+    if options.select_epoch_on_dev:
+        digest.update(b"dev\0")
+        for ex in dev:
+            digest.update(json.dumps([ex.qid, ex.query, ex.positives]).encode())
     for doc_id in sorted(passages):
         digest.update(doc_id.encode() + b"\0" + passages[doc_id].encode() + b"\0")
     return digest.hexdigest()[:16]
@@ -132,9 +137,14 @@ def encoder_key(base: str, examples: Sequence[TrainingExample], passages: Mappin
 def fold_encoder(fold_name: str, base: str, examples: Sequence[TrainingExample],
                  passages: Mapping[str, str], options: EncoderTrainingOptions,
                  articles: Mapping[str, tuple[str, Sequence[str]]] | None = None,
-                 show_progress: bool = True) -> tuple[Path, dict]:
-    """The fold's fine-tuned encoder directory (trained now unless cached) and its report."""
-    key = encoder_key(base, examples, passages, options)
+                 show_progress: bool = True, dev: Sequence[TrainingExample] = ()
+                 ) -> tuple[Path, dict]:
+    """The fold's fine-tuned encoder directory (trained now unless cached) and its report.
+
+    ``dev``: the fold's dev queries, which choose the epoch under
+    ``options.select_epoch_on_dev`` (never trained on).
+    """
+    key = encoder_key(base, examples, passages, options, dev)
     out = encoder_cache_root() / f"{fold_name}-{key}"
     report_file = out / REPORT_FILE
     if report_file.is_file():
@@ -143,7 +153,7 @@ def fold_encoder(fold_name: str, base: str, examples: Sequence[TrainingExample],
           file=sys.stderr)
     model = load_encoder(resolve_encoder_path(base, cache_dir=get_settings().cache_dir),
                          device=None)
-    report = finetune_encoder(model, examples, passages, options, articles=articles,
+    report = finetune_encoder(model, examples, passages, options, articles=articles, dev=dev,
                               base_name=base, show_progress=show_progress).to_dict()
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,7 @@ def train_fold(fold: Fold, corpus: Mapping[str, CorpusArticle], windows: Mapping
         encoder_dir, report = fold_encoder(
             fold.name, base_encoder, train, passages, encoder_options,
             articles={d: (a.caption, a.sentences) for d, a in corpus.items()},
-            show_progress=show_progress)
+            show_progress=show_progress, dev=dev)
     options_key = json.dumps(asdict(head_options), sort_keys=True)
     train_key = [json.dumps([ex.qid, ex.query, ex.positives, ex.candidates]) for ex in train]
     dev_key = [json.dumps([ex.qid, ex.positives, ex.candidates]) for ex in dev]

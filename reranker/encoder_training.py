@@ -16,6 +16,11 @@ The word-embedding matrix is frozen by default: it is most of a small encoder's 
 
 Encoders with prompts (multilingual-e5: ``query: `` / ``passage: ``) are trained with them:
 the anchor column gets the model's ``query`` prompt, the article columns its document prompt.
+
+With ``select_epoch_on_dev`` the trainer scores held-out dev queries after every epoch
+(sentence-transformers' :class:`InformationRetrievalEvaluator`: MRR@10 of the cosine ranking
+of the whole corpus) and keeps the epoch that scored best there, so the number of passes is a
+setting chosen on dev like every other, not fixed blind.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = [
+    "DEV_METRIC",
     "EncoderTrainingOptions",
     "EncoderTrainingReport",
     "document_prompt",
@@ -48,6 +54,10 @@ __all__ = [
     "self_supervised_pairs",
     "training_triples",
 ]
+
+
+#: The dev score epoch selection maximises (the evaluator is named "dev").
+DEV_METRIC = "eval_dev_cosine_mrr@10"
 
 
 @dataclass
@@ -64,6 +74,8 @@ class EncoderTrainingOptions:
         self_supervised: add caption -> article and sentence -> article pairs from the corpus.
         self_supervised_per_article: sentences per article used as anchors.
         freeze_embeddings: keep the word-embedding matrix fixed (see the module docstring).
+        select_epoch_on_dev: evaluate the dev queries after each epoch and keep the best epoch
+            (by :data:`DEV_METRIC`); ``epochs`` is then the most it trains.
         seed: seeds the sampling and the trainer.
     """
 
@@ -77,6 +89,7 @@ class EncoderTrainingOptions:
     self_supervised: bool = False
     self_supervised_per_article: int = 1
     freeze_embeddings: bool = True
+    select_epoch_on_dev: bool = False
     seed: int = 13
 
 
@@ -91,6 +104,9 @@ class EncoderTrainingReport:
     device: str
     base_encoder: str
     history: list[dict[str, float]] = field(default_factory=list)
+    #: With ``select_epoch_on_dev``: the epoch kept and each epoch's dev MRR@10.
+    chosen_epoch: int | None = None
+    dev_mrr_by_epoch: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,6 +178,7 @@ def self_supervised_pairs(articles: Mapping[str, tuple[str, Sequence[str]]],
 def finetune_encoder(model: SentenceTransformer, examples: Sequence[TrainingExample],
                      passages: Mapping[str, str], options: EncoderTrainingOptions,
                      *, articles: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+                     dev: Sequence[TrainingExample] = (),
                      base_name: str = "", show_progress: bool = True
                      ) -> EncoderTrainingReport:
     """Fine-tune ``model`` in place on ``examples`` and return what happened.
@@ -172,21 +189,53 @@ def finetune_encoder(model: SentenceTransformer, examples: Sequence[TrainingExam
         passages: doc id -> article passage text (caption + body) for every corpus article.
         options: see :class:`EncoderTrainingOptions`.
         articles: doc id -> (caption, sentences), needed for ``options.self_supervised``.
+        dev: held-out queries (gold ids) that choose the epoch, needed for
+            ``options.select_epoch_on_dev``; never trained on.
         base_name: the encoder's name, for the report.
+
+    Raises:
+        LexrerankError: no triples, or epoch selection without dev queries that have gold
+            articles in the corpus.
     """
     triples, pairs = _training_data(examples, passages, options, articles)
+    evaluator = _dev_evaluator(model, dev, passages) if options.select_epoch_on_dev else None
     started = time.perf_counter()
     _prepare_for_training(model, options)
-    trainer, output = _run_trainer(model, triples, pairs, options, show_progress)
+    trainer, output = _run_trainer(model, triples, pairs, options, show_progress, evaluator)
     model.requires_grad_(False)
     model.eval()
     history = [{k: float(v) for k, v in entry.items() if isinstance(v, (int, float))}
                for entry in trainer.state.log_history]
+    dev_scores = [entry[DEV_METRIC] for entry in history if DEV_METRIC in entry]
+    chosen = (max(range(len(dev_scores)), key=lambda i: (dev_scores[i], -i)) + 1
+              if dev_scores else None)
     return EncoderTrainingReport(
         options=asdict(options), triples=len(triples), self_supervised_pairs=len(pairs),
         steps=int(output.global_step), seconds=round(time.perf_counter() - started, 1),
         train_loss=float(output.training_loss) if output.training_loss is not None else None,
-        device=str(model.device), base_encoder=base_name, history=history)
+        device=str(model.device), base_encoder=base_name, history=history,
+        chosen_epoch=chosen, dev_mrr_by_epoch=[round(v, 4) for v in dev_scores])
+
+
+def _dev_evaluator(model: SentenceTransformer, dev: Sequence[TrainingExample],
+                   passages: Mapping[str, str]) -> Any:
+    """The dev queries ranked against the whole corpus, with the model's prompts."""
+    from sentence_transformers.sentence_transformer.evaluation import (
+        InformationRetrievalEvaluator,
+    )
+
+    keyed = {ex.qid or f"dev-{i}": ex for i, ex in enumerate(dev)}
+    relevant = {qid: {d for d in ex.positives if d in passages} for qid, ex in keyed.items()}
+    relevant = {qid: gold for qid, gold in relevant.items() if gold}
+    if not relevant:
+        raise LexrerankError("choosing the epoch on dev needs dev queries whose gold articles "
+                             "are in the corpus")
+    return InformationRetrievalEvaluator(
+        queries={qid: keyed[qid].query for qid in relevant},
+        corpus=dict(passages), relevant_docs=relevant, name="dev", write_csv=False,
+        mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1], precision_recall_at_k=[1],
+        map_at_k=[10], query_prompt=query_prompt(model) or None,
+        corpus_prompt=document_prompt(model) or None)
 
 
 def _training_data(examples: Sequence[TrainingExample], passages: Mapping[str, str],
@@ -222,9 +271,10 @@ def _prepare_for_training(model: SentenceTransformer, options: EncoderTrainingOp
 
 def _run_trainer(model: SentenceTransformer, triples: list[dict[str, str]],
                  pairs: list[dict[str, str]], options: EncoderTrainingOptions,
-                 show_progress: bool) -> tuple[Any, Any]:
+                 show_progress: bool, evaluator: Any = None) -> tuple[Any, Any]:
     """Train with sentence-transformers' trainer (MNRL, no duplicates in a batch); returns
-    the trainer and its output."""
+    the trainer and its output. With an ``evaluator`` every epoch is evaluated and saved
+    (weights only) and the best one by :data:`DEV_METRIC` is loaded at the end."""
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformerTrainer,
@@ -251,8 +301,8 @@ def _run_trainer(model: SentenceTransformer, triples: list[dict[str, str]],
             seed=options.seed,
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             prompts=_column_prompts(prompts, list(datasets)),
-            save_strategy="no",
             report_to="none",
+            **_epoch_selection_args(evaluator is not None),
             logging_steps=10,
             disable_tqdm=not show_progress,
             use_cpu=not torch.cuda.is_available(),
@@ -261,12 +311,21 @@ def _run_trainer(model: SentenceTransformer, triples: list[dict[str, str]],
         train_set = datasets if len(datasets) > 1 else datasets["queries"]
         loss = losses if len(losses) > 1 else losses["queries"]
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_set,
-                                             loss=loss)
+                                             loss=loss, evaluator=evaluator)
         # The trainer's progress callback writes its loss logs to stdout (tqdm.write), which
         # would corrupt `--json` output: training chatter belongs on stderr.
         with contextlib.redirect_stdout(sys.stderr):
             output = trainer.train()
     return trainer, output
+
+
+def _epoch_selection_args(select: bool) -> dict[str, Any]:
+    """Trainer arguments: evaluate and save each epoch, reload the best; or save nothing."""
+    if not select:
+        return {"save_strategy": "no"}
+    return {"eval_strategy": "epoch", "save_strategy": "epoch", "save_only_model": True,
+            "load_best_model_at_end": True, "metric_for_best_model": DEV_METRIC,
+            "greater_is_better": True}
 
 
 def _column_prompts(prompts: dict[str, str], dataset_names: list[str]

@@ -12,7 +12,9 @@ from lexrerank.errors import LexrerankError
 from reranker.encoder import encoder_fingerprint, load_encoder
 from reranker.encoder_delta import materialize, round_to_delta, save_delta
 from reranker.encoder_training import (
+    DEV_METRIC,
     EncoderTrainingOptions,
+    _dev_evaluator,
     finetune_encoder,
     self_supervised_pairs,
     training_triples,
@@ -86,6 +88,33 @@ def test_finetuning_moves_the_layers_not_the_word_embeddings(tiny_corpus, tiny_q
     # Loading the delta directory itself goes through the cache under cache_dir.
     assert load_encoder(str(delta), device="cpu", cache_dir=tmp_path).max_seq_length == 32
     assert any((tmp_path / "encoders").glob("delta-v2-*"))
+
+
+def test_epoch_selection_keeps_the_epoch_that_scored_best_on_dev(tiny_corpus, tiny_queries):
+    model = load_encoder(None, device="cpu")
+    examples, passages = _examples(tiny_corpus, tiny_queries), _passages(tiny_corpus)
+    train, dev = examples[::2], examples[1::2]
+    # A high rate so that the epochs differ on dev; three of them to choose from.
+    options = EncoderTrainingOptions(epochs=3, batch_size=2, max_seq_length=32, lr=5e-4,
+                                     select_epoch_on_dev=True)
+    report = finetune_encoder(model, train, passages, options, dev=dev, show_progress=False)
+    scores = report.dev_mrr_by_epoch
+    assert len(scores) == 3 and report.chosen_epoch is not None
+    assert scores[report.chosen_epoch - 1] == max(scores)
+    assert scores.index(max(scores)) == report.chosen_epoch - 1  # the first best on a tie
+    # The model handed back is the chosen epoch's, not the last one's.
+    again = _dev_evaluator(model, dev, passages)(model)[DEV_METRIC.removeprefix("eval_")]
+    assert again == pytest.approx(max(scores), abs=1e-4)
+
+
+def test_epoch_selection_without_dev_queries_is_refused(tiny_corpus, tiny_queries):
+    model = load_encoder(None, device="cpu")
+    options = EncoderTrainingOptions(epochs=2, select_epoch_on_dev=True)
+    no_gold = [TrainingExample("q", ["not-in-the-corpus"], [], qid="q")]
+    for dev in ([], no_gold):
+        with pytest.raises(LexrerankError, match="dev queries"):
+            finetune_encoder(model, _examples(tiny_corpus, tiny_queries),
+                             _passages(tiny_corpus), options, dev=dev, show_progress=False)
 
 
 def test_a_corrupted_delta_is_refused(tiny_corpus, tiny_queries, tmp_path):
