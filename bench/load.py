@@ -95,11 +95,11 @@ def run(concurrency: tuple[int, ...] = CONCURRENCY, queries: int = 200, window: 
             if direct["p50_ms"] is not None and gateway["p50_ms"] is not None:
                 level["gateway_overhead_ms_p50"] = round(
                     gateway["p50_ms"] - direct["p50_ms"], 2)
-            for b in compared:
+            if compared:
                 base = level["reranked"]["rps"]
                 level[f"reranked_rps_over_{served}"] = {
-                    **level.get(f"reranked_rps_over_{served}", {}),
-                    b: round(level[f"reranked_{b}"]["rps"] / base, 3) if base else None}
+                    b: round(level[f"reranked_{b}"]["rps"] / base, 3) if base else None
+                    for b in compared}
             total_errors += sum(p["errors"] for p in level.values()
                                 if isinstance(p, dict) and "errors" in p)
             result[f"c{c}"] = level
