@@ -25,7 +25,9 @@ worker, OpenSearch node) before it exits (:func:`bench.services.stopped_on_signa
 Per fault: ``requests``, ``http_5xx``, ``no_answer`` (connection errors), ``fallbacks``,
 ``p95_ms`` (answers to requests sent while the fault lasted) and ``p95_after_ms`` (after
 recovery), ``max_ms`` and ``over_deadline`` (200 answers slower than ``deadline_ms`` +
-``MARGIN_MS``), ``restore_s`` (how long the failed component took to be back: process start
+``MARGIN_MS``), ``http_5xx_when`` (per 5xx status: when its requests were sent, seconds after
+the fault began, and one reason), ``restore_began_s`` (when the restart began, on the same
+clock), ``restore_s`` (how long the failed component took to be back: process start
 to ready), ``recovery_s`` (from then to the first reranked ``status: ok`` answer through the
 gateway; None if none came within the recovery timeout) and ``docs_lost``.
 """
@@ -83,6 +85,20 @@ def reranked_ok(sample: Sample) -> bool:
     return sample.status == 200 and sample.rerank == "ok"
 
 
+def _when_by_status(samples: list[Sample], t_fault: float) -> dict[str, dict[str, Any]]:
+    """Per 5xx status: when its requests were sent (first and last, seconds after the fault
+    began), their slowest answer, and one reason: whether they came at the stop, while the
+    component was down, or as it came back."""
+    out: dict[str, dict[str, Any]] = {}
+    for status in sorted({s.status for s in samples if 500 <= s.status < 600}):
+        these = [s for s in samples if s.status == status]
+        out[str(status)] = {"first_s": round(min(s.at for s in these) - t_fault, 2),
+                            "last_s": round(max(s.at for s in these) - t_fault, 2),
+                            "max_ms": round(max(s.ms for s in these), 1),
+                            "reason": (these[0].reason or "")[:160]}
+    return out
+
+
 def summarize(fault: str, samples: list[Sample], t_fault: float, t_end: float,
               recovered_at: float | None, deadline_ms: int, restore_s: float | None,
               docs_lost: int | None = None) -> dict[str, Any]:
@@ -96,6 +112,7 @@ def summarize(fault: str, samples: list[Sample], t_fault: float, t_end: float,
         "requests": len(samples),
         "http_5xx": sum(1 for s in samples if 500 <= s.status < 600),
         "http_5xx_codes": dict(Counter(str(s.status) for s in samples if s.status >= 500)),
+        "http_5xx_when": _when_by_status(samples, t_fault),
         "no_answer": sum(1 for s in samples if s.status == 0),
         "other_errors": sum(1 for s in samples if s.status and s.status != 200
                             and not 500 <= s.status < 600),
@@ -108,6 +125,8 @@ def summarize(fault: str, samples: list[Sample], t_fault: float, t_end: float,
         "max_ms": latency_stats(samples)["max_ms"],
         "deadline_ms": deadline_ms,
         "over_deadline": sum(1 for s in answered if s.ms > deadline_ms + MARGIN_MS),
+        "restore_began_s": (None if restore_s is None
+                            else round(t_end - restore_s - t_fault, 2)),
         "restore_s": None if restore_s is None else round(restore_s, 2),
         "recovery_s": (None if recovered_at is None
                        else round(max(recovered_at - t_end, 0.0), 2)),

@@ -120,7 +120,8 @@ def frozen_encoder(path: str, backend: str = "torch") -> MemoEncoder:
     key = (path, backend)
     if key not in _frozen_encoders:
         cache_dir = get_settings().cache_dir
-        encoder = load_encoder(path, device="cpu" if backend != "torch" else None)
+        encoder = load_encoder(path, device="cpu" if backend != "torch" else None,
+                               cache_dir=cache_dir)
         if backend != "torch":
             to_onnx_backend(encoder, path, encoder_fingerprint(path), backend, cache_dir)
         _frozen_encoders[key] = MemoEncoder(encoder)

@@ -187,10 +187,15 @@ class Stack:
         return self._celery
 
     def worker_ready(self) -> bool:
-        try:
-            return bool(self.celery().control.ping(destination=[self.node], timeout=0.5))
-        except Exception:  # noqa: BLE001 - Redis down or restarting: not ready
-            return False
+        """A process that runs this stack's tasks answers the ping task.
+
+        Not ``control.ping``: a prefork worker's parent answers that at once, while its
+        child may still be loading the model and warming the index (a first search then
+        waits on that and can miss its deadline on a loaded machine).
+        """
+        from worker.celery_app import serving
+
+        return serving(self.celery(), self.queue, timeout_s=1.0) is not None
 
     def gateway_ready(self) -> bool:
         return gateway_ready(self.url)

@@ -4,7 +4,8 @@ Each fault runs under a steady load through a private gateway (private Redis, pr
 processes and queues; a private OpenSearch node for ``opensearch_stop``), with short phases.
 Targets (issue 7): no 5xx for any rerank-side fault, every answer inside the deadline plus a
 small margin, recovery to ``status: ok`` after the fault ends, no document lost by a killed
-reindex. OpenSearch down is a clean, fast 503.
+reindex. OpenSearch down is a clean, fast 503 (a 504 inside the deadline only as it comes
+back).
 """
 
 from __future__ import annotations
@@ -59,7 +60,16 @@ def test_rerank_side_faults(tmp_path, gateway_model: str, gateway_service, texts
 
 def test_opensearch_stop_is_a_clean_fast_503(tmp_path, gateway_model: str, texts) -> None:
     report = faults.opensearch_stop_fault(TIMING, gateway_model, DEADLINE_MS, texts, tmp_path)
-    assert report["http_5xx"] > 0 and set(report["http_5xx_codes"]) == {"503"}, report
+    codes = set(report["http_5xx_codes"])
+    # Down: 503 at once. Coming back, a node that has bound its port but is still slow may
+    # leave a first stage unanswered at the deadline: a 504 in OpenSearch's shape, honest
+    # (the upstream did not answer in time) and only then, never while the node is down.
+    assert report["http_5xx"] > 0 and "503" in codes and codes <= {"503", "504"}, report
+    when = report["http_5xx_when"]
+    if "504" in when:
+        assert when["504"]["first_s"] >= report["restore_began_s"], report
+        assert "gateway_timeout_exception" in when["504"]["reason"], report
+        assert when["504"]["max_ms"] <= DEADLINE_MS + faults.MARGIN_MS, report
     assert report["no_answer"] == 0 and report["over_deadline"] == 0, report
     assert report["p95_ms"] < DEADLINE_MS, report  # refused fast, not waited out
     assert report["recovery_s"] is not None and report["recovery_s"] < RECOVERY_S, report
