@@ -4,10 +4,17 @@ Each document gets ``vectors.<model_version>`` (see :mod:`reranker.article_side`
 index's mapping ``_meta`` records which model versions it holds vectors for. The job is
 resumable: documents that already carry this version are skipped, so a killed run continues
 where it stopped.
+
+Storing a vector is a partial update, and Lucene keeps the replaced copy of each document as
+deleted until its segment merges; BM25's document counts and average lengths include those
+copies, so a freshly embedded index would rank differently from a fresh one. A run over the
+whole index therefore ends with :func:`expunge_deleted_copies` (up to 30 s more: it waits
+for the shards' retention leases).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +30,8 @@ from tqdm import tqdm
 from lexrerank.errors import LexrerankError
 from reranker.article_side import precompute_articles
 from reranker.types import Reranker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +61,46 @@ def index_language(client: OpenSearch, index: str) -> str | None:
         return index_meta(client, index).get("language")
     except (LexrerankError, NotFoundError):
         return None
+
+
+def expunge_deleted_copies(client: OpenSearch, index: str, timeout_s: float = 60.0) -> int:
+    """Merge away the deleted copies that updates left in ``index``; returns how many remain.
+
+    OpenSearch deletes softly and keeps a deleted copy through merges while a shard's
+    peer-recovery retention lease still retains its operation; the primary renews its leases
+    every 30 s, so this first waits (up to ``timeout_s``, polling the shard stats) until every
+    lease retains nothing below the newest operation. ``_forcemerge?only_expunge_deletes``
+    then rewrites the segments whose deleted share exceeds 10%: after every document was
+    updated once, every old segment. Measured on the Japanese R04 queries: served F2 0.7598
+    with 806 deleted copies, 0.7685 after, the figure ``bench release`` recorded.
+    A lease that does not move (a replica gone missing keeps its lease for 12 h) leaves
+    copies behind: the caller gets their count, nothing fails.
+    """
+    deadline = time.monotonic() + timeout_s
+    if not _history_released(client, index):
+        log.info("%s: waiting up to %.0fs for the retention leases to release the replaced "
+                 "copies, then merging them away", index, timeout_s)
+        while not _history_released(client, index) and time.monotonic() < deadline:
+            time.sleep(1.0)
+    client.indices.forcemerge(index=index, only_expunge_deletes=True, request_timeout=600)
+    client.indices.refresh(index=index)
+    stats = client.indices.stats(index=index, metric="docs")
+    return int(stats["_all"]["primaries"]["docs"]["deleted"])
+
+
+def _history_released(client: OpenSearch, index: str) -> bool:
+    """True when no primary's retention lease still retains its newest operation."""
+    stats = client.indices.stats(index=index, metric="docs", level="shards")
+    for shards in stats["indices"].values():
+        for copies in shards["shards"].values():
+            for copy in copies:
+                if not copy["routing"]["primary"]:
+                    continue
+                newest = copy["seq_no"]["max_seq_no"]
+                leases = copy.get("retention_leases", {}).get("leases", [])
+                if any(lease["retaining_seq_no"] <= newest for lease in leases):
+                    return False
+    return True
 
 
 def record_model_version(client: OpenSearch, index: str, model: Reranker, count: int) -> None:
@@ -139,6 +188,8 @@ def embed_index(client: OpenSearch, index: str, model: Reranker, batch_size: int
                     raise LexrerankError(f"storing vectors failed: {item}")
             bar.update(len(chunk))
     client.indices.refresh(index=index)
+    if ids is None and pending:
+        expunge_deleted_copies(client, index)
     if record is None:
         record = ids is None
     if record:

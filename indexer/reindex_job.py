@@ -13,6 +13,8 @@
    chunk of ids still lacking each model version (a Celery group), with a progress bar
    (:mod:`indexer.embed_fanout`);
 5. verify: document count == the corpus's, every document holds every model's vectors;
+   then merge away the deleted copies the vector updates left, while the index still has no
+   replicas (BM25 statistics count them: :func:`indexer.article_vectors.expunge_deleted_copies`);
 6. restore replicas and refresh interval, wait for the shards, record the job in the index's
    ``_meta.lexrerank.reindex`` (:mod:`indexer.reindex_meta`) and the versions in
    ``_meta.lexrerank.model_versions``;
@@ -50,7 +52,7 @@ from indexer.aliases import (
     version_of,
     versioned_indexes,
 )
-from indexer.article_vectors import index_meta
+from indexer.article_vectors import expunge_deleted_copies, index_meta
 from indexer.articles import Article
 from indexer.bulk_load import cluster_plugins, load_articles
 from indexer.embed_fanout import DEFAULT_CHUNK_SIZE, EmbedFanout, EmbedOutcome, lacking_ids
@@ -265,6 +267,10 @@ class ReindexJob:
         self._progress(state="verifying", eta_s=None)
         with self._timed("verify"):
             vectors = self._verify(index, source, models)
+        with self._timed("merge"):
+            left = expunge_deleted_copies(self.client, index)
+            if left:
+                log.warning("%s still holds %d deleted copies after expunging", index, left)
         with self._timed("settings"):
             self._restore_settings(index, previous)
             self._record(index, models, vectors, job, embedded.chunks)

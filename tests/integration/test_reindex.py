@@ -164,6 +164,8 @@ def test_first_reindex_builds_v1_and_creates_the_alias(rx: ReindexStack, client:
     assert job["counts"]["vectors"] == {version: ARTICLES}
     assert meta["model_versions"][version]["documents"] == ARTICLES
     assert docs_lacking(client, v1, version) == []
+    docs = client.indices.stats(index=v1, metric="docs")["_all"]["primaries"]["docs"]
+    assert docs["deleted"] == 0  # the vector updates' old copies were expunged
     settings = client.indices.get_settings(index=v1)[v1]["settings"]["index"]
     assert settings.get("refresh_interval") != "-1"  # restored after the bulk load
     assert settings["number_of_replicas"] == "0"  # no live index before: the default

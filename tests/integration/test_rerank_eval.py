@@ -29,6 +29,9 @@ def test_embed_records_the_model_version_and_is_resumable(client: OpenSearch,
     record = doc["vectors"][version]
     assert record["sentences"]["dtype"] == "float16"
     assert record["sentences"]["shape"] == [3, 384]  # article 5 has three paragraphs
+    # The updates' replaced copies are merged away: BM25 statistics are the corpus's.
+    docs = client.indices.stats(index=embedded_index, metric="docs")["_all"]["primaries"]
+    assert docs["docs"]["count"] == 768 and docs["docs"]["deleted"] == 0
     again = run_cli("embed", "--index", embedded_index, "--model", "paraformer")
     assert again.returncode == 0, again.stderr
     assert "0 computed, 768 already there" in again.stdout
