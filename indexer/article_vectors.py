@@ -7,9 +7,9 @@ where it stopped.
 
 Storing a vector is a partial update, and Lucene keeps the replaced copy of each document as
 deleted until its segment merges; BM25's document counts and average lengths include those
-copies, so a freshly embedded index would rank differently from a fresh one. A run over the
-whole index therefore ends with :func:`expunge_deleted_copies` (up to 30 s more: it waits
-for the shards' retention leases).
+copies, so a freshly embedded index would rank differently from a fresh one. Whoever stored
+vectors over a whole index therefore ends with :func:`expunge_deleted_copies` once
+(``lexrerank embed``/``index`` and the reindex job do).
 """
 
 from __future__ import annotations
@@ -63,23 +63,30 @@ def index_language(client: OpenSearch, index: str) -> str | None:
         return None
 
 
-def expunge_deleted_copies(client: OpenSearch, index: str, timeout_s: float = 60.0) -> int:
+def expunge_deleted_copies(client: OpenSearch, index: str, *, serving: bool = True,
+                           timeout_s: float = 60.0) -> int:
     """Merge away the deleted copies that updates left in ``index``; returns how many remain.
 
     OpenSearch deletes softly and keeps a deleted copy through merges while a shard's
-    peer-recovery retention lease still retains its operation; the primary renews its leases
-    every 30 s, so this first waits (up to ``timeout_s``, polling the shard stats) until every
-    lease retains nothing below the newest operation. ``_forcemerge?only_expunge_deletes``
-    then rewrites the segments whose deleted share exceeds 10%: after every document was
-    updated once, every old segment. Measured on the Japanese R04 queries: served F2 0.7598
-    with 806 deleted copies, 0.7685 after, the figure ``bench release`` recorded.
-    A lease that does not move (a replica gone missing keeps its lease for 12 h) leaves
-    copies behind: the caller gets their count, nothing fails.
+    peer-recovery retention lease still retains its operation. An index that serves nobody
+    yet (``serving=False``: a reindex job's new version, an index ``lexrerank index`` just
+    created) is closed and reopened, which recreates its leases at the newest operation in
+    a fraction of a second. A serving index is never closed: the primary renews its leases
+    every 30 s, so this waits (up to ``timeout_s``, polling the shard stats) until every lease
+    retains nothing below the newest operation. ``_forcemerge?only_expunge_deletes`` then
+    rewrites the segments whose deleted share exceeds 10%: after every document was updated
+    once, every old segment. Measured on the Japanese R04 queries: served F2 0.7598 with 806
+    deleted copies, 0.7685 after, the figure ``bench release`` recorded. A lease that does
+    not move (a replica gone missing keeps its lease for 12 h) leaves copies behind: the
+    caller gets their count, nothing fails.
     """
-    deadline = time.monotonic() + timeout_s
-    if not _history_released(client, index):
+    if not serving:
+        client.indices.close(index=index)
+        client.indices.open(index=index, wait_for_active_shards=1)
+    elif not _history_released(client, index):
         log.info("%s: waiting up to %.0fs for the retention leases to release the replaced "
                  "copies, then merging them away", index, timeout_s)
+        deadline = time.monotonic() + timeout_s
         while not _history_released(client, index) and time.monotonic() < deadline:
             time.sleep(1.0)
     client.indices.forcemerge(index=index, only_expunge_deletes=True, request_timeout=600)
@@ -188,8 +195,6 @@ def embed_index(client: OpenSearch, index: str, model: Reranker, batch_size: int
                     raise LexrerankError(f"storing vectors failed: {item}")
             bar.update(len(chunk))
     client.indices.refresh(index=index)
-    if ids is None and pending:
-        expunge_deleted_copies(client, index)
     if record is None:
         record = ids is None
     if record:

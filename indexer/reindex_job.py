@@ -13,8 +13,9 @@
    chunk of ids still lacking each model version (a Celery group), with a progress bar
    (:mod:`indexer.embed_fanout`);
 5. verify: document count == the corpus's, every document holds every model's vectors;
-   then merge away the deleted copies the vector updates left, while the index still has no
-   replicas (BM25 statistics count them: :func:`indexer.article_vectors.expunge_deleted_copies`);
+   then merge away the deleted copies the vector updates left (BM25 statistics count them;
+   the index is closed and reopened to release them at once, nobody reads it yet), while it
+   still has no replicas (:func:`indexer.article_vectors.expunge_deleted_copies`);
 6. restore replicas and refresh interval, wait for the shards, record the job in the index's
    ``_meta.lexrerank.reindex`` (:mod:`indexer.reindex_meta`) and the versions in
    ``_meta.lexrerank.model_versions``;
@@ -268,7 +269,7 @@ class ReindexJob:
         with self._timed("verify"):
             vectors = self._verify(index, source, models)
         with self._timed("merge"):
-            left = expunge_deleted_copies(self.client, index)
+            left = expunge_deleted_copies(self.client, index, serving=False)  # not live yet
             if left:
                 log.warning("%s still holds %d deleted copies after expunging", index, left)
         with self._timed("settings"):

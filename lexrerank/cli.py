@@ -178,7 +178,8 @@ def index(
         out.print(f"no reranker is trained for {lang} statutes: the index is searched with "
                   "BM25 only (train one: docs/training.md)")
         return
-    for line in embed_models(client, name, "default"):
+    # An index this run created serves nobody yet: expunging may close and reopen it.
+    for line in embed_models(client, name, "default", serving=not report.created):
         out.print(line)
 
 
@@ -400,13 +401,16 @@ def embed(
         out.print(line)
 
 
-def embed_models(client: OpenSearch, index: str, model: str, show_progress: bool = True
-                 ) -> list[str]:
+def embed_models(client: OpenSearch, index: str, model: str, show_progress: bool = True,
+                 serving: bool = True) -> list[str]:
     """Store the vectors of ``model`` (each member of an ensemble) for the index's language.
 
-    Members on the same encoder (the dense model and the Paraformer) load it once.
+    Members on the same encoder (the dense model and the Paraformer) load it once. When any
+    vectors were stored, the deleted copies the updates left are merged away once at the
+    end (:func:`indexer.article_vectors.expunge_deleted_copies`; ``serving`` says whether
+    the index may be closed for it).
     """
-    from indexer.article_vectors import embed_index, index_language
+    from indexer.article_vectors import embed_index, expunge_deleted_copies, index_language
     from reranker.checkpoint import check_language, load_reranker
     from reranker.registry import checkpoint_path, member_names
 
@@ -414,6 +418,7 @@ def embed_models(client: OpenSearch, index: str, model: str, show_progress: bool
     settings = get_settings()
     lines: list[str] = []
     encoders: dict = {}  # load_reranker's cache of loaded encoders
+    computed = 0
     for name in member_names(model, language, settings.model_dir):
         loaded = load_reranker(checkpoint_path(name, language, settings.model_dir),
                                encoders=encoders, cache_dir=settings.cache_dir,
@@ -426,6 +431,11 @@ def embed_models(client: OpenSearch, index: str, model: str, show_progress: bool
         lines.append(f"{report.index}: vectors of {loaded.kind} {report.model_version} for "
                      f"{report.total} articles ({report.computed} computed, {report.skipped} "
                      f"already there) in {report.seconds:.1f}s")
+        computed += report.computed
+    if computed:
+        left = expunge_deleted_copies(client, index, serving=serving)
+        lines.append(f"{index}: merged away the copies the updates replaced"
+                     + (f" ({left} still held by a retention lease)" if left else ""))
     return lines
 
 

@@ -102,7 +102,9 @@ def test_an_index_is_ready_to_rerank_when_index_returns(client: OpenSearch,
     corpus = REPO / "lexrerank" / "sample" / "sample_statutes.jsonl"
     proc = run_cli("index", "--corpus", str(corpus), "--index", name)
     assert proc.returncode == 0, proc.stderr
-    assert "vectors of" in proc.stdout
+    assert "vectors of" in proc.stdout and "merged away" in proc.stdout
+    docs = client.indices.stats(index=name, metric="docs")["_all"]["primaries"]["docs"]
+    assert docs["deleted"] == 0  # a new index: reopened, its replaced copies merged away
     # No `lexrerank embed`: the default model of the index's language reranks at once.
     proc = run_cli("search", "Can a minor make a contract without consent?", "--index", name,
                    "--reranker", "default", "--k", "3", "--json")
