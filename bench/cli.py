@@ -70,6 +70,36 @@ def query_batching(
     report("query-batching", suite.run(group=group, queries=queries, model=model), as_json)
 
 
+@bench_app.command("encoder-runtimes")
+def encoder_runtimes(
+    as_json: JsonOpt = False, queries: QueriesOpt = 150, model: ModelOpt = "default",
+    index_name: IndexOpt = None,
+    candidates: Annotated[str, typer.Option(
+        help="Comma list of: torch, onnx, onnx-int8, onnx-int8-ffn, onnx-int8-weights, "
+             "openvino, openvino-int8 (the last three need pip install -e '.[runtimes]').")]
+    = "torch,onnx,onnx-int8,onnx-int8-ffn,onnx-int8-weights,openvino,openvino-int8",
+) -> None:
+    """Every CPU runtime and quantisation tried for the query encoder, at one thread, side by
+    side: speed against torch fp32, embedding fidelity, batch dependence, GMAC/s."""
+    from bench import encoder_runtimes as suite
+
+    report("encoder-runtimes", suite.run(queries=queries, model=model, index=index_name,
+                                         candidates=_runtime_candidates(candidates)), as_json)
+
+
+def _runtime_candidates(value: str) -> tuple[str, ...]:
+    """The comma list of ``--candidates``: known ones, torch (the reference) among them."""
+    from bench.encoder_runtimes import CANDIDATES
+
+    chosen = tuple(dict.fromkeys(c.strip() for c in value.split(",") if c.strip()))
+    unknown = sorted(set(chosen) - set(CANDIDATES))
+    if unknown or "torch" not in chosen:
+        missing = f"unknown {', '.join(unknown)}" if unknown else "torch missing"
+        raise typer.BadParameter(f"{missing}: give torch (the reference) and any of "
+                                 f"{', '.join(CANDIDATES[1:])}", param_hint="--candidates")
+    return chosen
+
+
 @bench_app.command()
 def pipeline(as_json: JsonOpt = False, window: WindowOpt = 100, queries: QueriesOpt = 200,
              model: ModelOpt = "default", index_name: IndexOpt = None,
@@ -206,7 +236,8 @@ def quality(
     = "coliee_en,coliee_ja,alqac_vi",
     encoder_backends: Annotated[str, typer.Option(
         help="Comma list of encoder runtimes to score COLIEE's trained folds with: torch, "
-             "onnx, onnx-int8 (the quality cost of a CPU backend, side by side).")]
+             "onnx, onnx-int8 (the quality cost of a CPU backend, side by side: with the "
+             "settings torch chose, and re-tuned on dev with the backend's scores).")]
     = "torch",
 ) -> None:
     """Every quality figure of the README: BM25 vs each reranker, no setting chosen on the

@@ -50,8 +50,8 @@ from reranker.model_names import ENCODER_BACKENDS
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["OnnxTransformerBody", "export_onnx", "serve_with_backend", "served_fingerprint",
-           "to_onnx_backend", "variant_id"]
+__all__ = ["OnnxTransformerBody", "export_graph", "export_onnx", "serve_with_backend",
+           "served_fingerprint", "to_onnx_backend", "transformer_config", "variant_id"]
 
 MODEL_FILE = "model.onnx"
 EXPORT_RECORD = "export.json"
@@ -77,8 +77,9 @@ def _transformer_dir(encoder_dir: Path) -> Path:
     return encoder_dir
 
 
-def _export_fp32(encoder: SentenceTransformer, encoder_dir: Path, out: Path) -> list[str]:
-    """torch -> ONNX of the transformer body (eager attention, so ONNX Runtime can fuse it).
+def export_graph(encoder: SentenceTransformer, encoder_dir: Path, out: Path) -> list[str]:
+    """torch -> ONNX of the transformer body, unfused (eager attention, so ONNX Runtime can
+    fuse it; ``bench encoder-runtimes`` gives it to OpenVINO as it is).
 
     Returns the graph's input names. Shapes: inputs [batch, tokens] int64, output
     ``last_hidden_state`` [batch, tokens, hidden] float32.
@@ -137,7 +138,7 @@ def _quantize(src: Path, dst: Path) -> None:
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
-def _transformer_config(encoder: SentenceTransformer) -> Any:
+def transformer_config(encoder: SentenceTransformer) -> Any:
     """The Hugging Face config of the encoder's transformer (heads, hidden size)."""
     return getattr(encoder[0].model, "config")  # noqa: B009 (typed as Tensor | Module)
 
@@ -183,8 +184,8 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
             import onnxruntime
 
             fp32 = tmp / "fp32.onnx"
-            names = _export_fp32(encoder, Path(encoder_dir), fp32)
-            _fuse(fp32, _transformer_config(encoder))
+            names = export_graph(encoder, Path(encoder_dir), fp32)
+            _fuse(fp32, transformer_config(encoder))
             if backend == "onnx-int8":
                 _quantize(fp32, tmp / MODEL_FILE)
                 fp32.unlink()
@@ -283,7 +284,7 @@ def to_onnx_backend(encoder: SentenceTransformer, encoder_dir: str | os.PathLike
                              f"{encoder.device}: use LEXRERANK_ENCODER_BACKEND=torch on GPU "
                              "workers (and on the indexers that embed for them)")
     export_dir = export_onnx(encoder, encoder_dir, fingerprint, backend, cache_dir)
-    body = OnnxTransformerBody(export_dir, _transformer_config(encoder))
+    body = OnnxTransformerBody(export_dir, transformer_config(encoder))
     module.model = body
     return body.variant
 

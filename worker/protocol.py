@@ -307,10 +307,11 @@ class RerankAnswer(TypedDict):
 
     ``hits`` best first; ``model`` the name the model answered with (``default`` resolved);
     ``query_truncated``: the model read only the first tokens of a longer query;
-    ``timing_ms``: ``rerank`` is the compute (query encode + gather + score + fuse),
-    ``encode`` the query encode alone, ``wait`` the wait for the handoff, ``load`` the
-    model/vector loading of a cold process. A TypedDict, not a dataclass: the answer of a
-    window of hits goes from JSON to the merge without being copied.
+    ``timing_ms``: ``rerank`` is the busy time (query encode + gather + score + fuse; the
+    gather overlaps the encode), ``encode`` the query encode alone, ``wait`` the time until
+    the handoff came (the query encodes meanwhile), ``load`` the vector gather (with the
+    model loading of a cold process). A TypedDict, not a dataclass: the answer of a window of
+    hits goes from JSON to the merge without being copied.
     """
 
     hits: list[AnswerHit]

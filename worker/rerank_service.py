@@ -172,10 +172,12 @@ class RerankService:
             return RerankResult([], self.name, self.model_version, False)
         return self.rerank_prepared(self.model.prepare_query(query), candidates)
 
-    def gather(self, doc_ids: Sequence[str]) -> Gathered:
+    def gather(self, doc_ids: Sequence[str], compute: bool = True) -> Gathered:
         """Every member's current vectors of ``doc_ids``, read or computed where missing
-        (:func:`worker.vector_cache.gather`: one ``mget``, never a reload)."""
-        return gather(self.client, self.index, self.caches, doc_ids, self.compute_max)
+        (:func:`worker.vector_cache.gather`: one ``mget``, never a reload). ``compute=False``
+        raises ``no_vectors`` for a document without vectors instead of computing them."""
+        return gather(self.client, self.index, self.caches, doc_ids,
+                      self.compute_max if compute else 0)
 
     def warm(self, show_progress: bool = False) -> int:
         """Fill the caches from the index within the memory's budget; documents cached."""

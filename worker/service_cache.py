@@ -128,13 +128,14 @@ class ServiceCache:
                     compute_max=self.settings.vector_compute_max)
             return self._services[key]
 
-    def gather(self, index: str, name: str, doc_ids: Sequence[str]
+    def gather(self, index: str, name: str, doc_ids: Sequence[str], compute: bool = True
                ) -> tuple[RerankService, Gathered]:
         """The service of (index, name) and its current vectors of ``doc_ids``, counted: a
         hit when every candidate was current in memory, else a miss, with the documents
-        read (missing or stale) and the vectors computed."""
+        read (missing or stale) and the vectors computed. ``compute=False``: a document
+        without vectors raises ``no_vectors`` instead (nothing counted)."""
         service = self.service(index, name)
-        gathered = service.gather(doc_ids)
+        gathered = service.gather(doc_ids, compute=compute)
         stats = gathered.stats
         worker_metrics.vector_cache_gathered(service.index, name, stats.from_memory,
                                              read=stats.read, stale=stats.stale,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.signals import after_setup_logger
@@ -33,12 +35,19 @@ from worker.protocol import (
     PING_TASK,
     RERANK_TASK,
     WARM_TASK,
+    Handoff,
+    ReasonCode,
     RerankAnswer,
+    RerankFailed,
     RerankRequest,
     as_rerank_failed,
 )
-from worker.service_cache import process_cache
+from worker.service_cache import ServiceCache, process_cache
 from worker.task_signals import BATCH_SIZE_ATTR
+
+if TYPE_CHECKING:
+    from worker.rerank_service import RerankService
+    from worker.vector_cache import Gathered
 
 log = logging.getLogger(__name__)
 MAX_EMBED_IDS = 10_000
@@ -70,21 +79,69 @@ def rerank(self: Task, request: dict[str, Any]) -> RerankAnswer:
         raise as_rerank_failed(exc) from None
 
 
+@dataclass
+class _Fetched:
+    """What the fetch thread brought: the handoff, and the window's vectors unless some
+    had to be computed (``gathered`` None: the main thread gathers after the encode)."""
+
+    handoff: Handoff
+    received_at: float  # perf_counter() when the handoff came
+    gather_s: float
+    service: RerankService | None = None
+    gathered: Gathered | None = None
+
+
+# Threads of this process that wait for the handoff and read the window's vectors while the
+# query encodes: both are I/O, and the encoders (ONNX Runtime, torch) release the GIL. Made
+# in the process that uses it (a prefork child), never inherited through a fork; one per
+# rerank in flight (a threads pool runs several at once), started only when needed.
+_FETCH_THREADS = 64
+_fetch_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _fetch_threads() -> ThreadPoolExecutor:
+    global _fetch_pool
+    if _fetch_pool is None or _fetch_pool[0] != os.getpid():
+        _fetch_pool = (os.getpid(), ThreadPoolExecutor(_FETCH_THREADS,
+                                                       thread_name_prefix="rerank-fetch"))
+    return _fetch_pool[1]
+
+
+def _fetch(client: Any, cache: ServiceCache, request: RerankRequest) -> _Fetched:
+    """Wait for the handoff, then one mget: the held candidates' versions and the missing
+    ones' vectors (never a reload)."""
+    handoff = candidate_handoff.receive(client, request.handoff, request.wait_ms / 1000)
+    received = time.perf_counter()
+    try:
+        # Computing an article's missing vectors needs the encoder the main thread is
+        # encoding the query with (a tokenizer is not safe to share between threads): a
+        # window that needs it is gathered again after the encode, where that is allowed.
+        service, gathered = cache.gather(handoff.index, request.model,
+                                         [d for d, _ in handoff.candidates], compute=False)
+    except RerankFailed as exc:
+        if exc.code != ReasonCode.NO_VECTORS:
+            raise
+        return _Fetched(handoff, received, time.perf_counter() - received)
+    return _Fetched(handoff, received, time.perf_counter() - received, service, gathered)
+
+
 def _rerank(task: Task, request: RerankRequest) -> RerankAnswer:
-    """The rerank of a validated request: encode, wait for the handoff, score."""
+    """The rerank of a validated request: encode while the handoff and vectors come, score."""
     cache = process_cache()
     t0 = time.perf_counter()
     # Encoded before the index is known, by the default language's model.
     prepared_by = cache.model(request.model)
+    fetching = _fetch_threads().submit(_fetch, task.app.backend.client, cache, request)
     prepared = prepared_by.prepare_query(request.query)
     t1 = time.perf_counter()
-    handoff = candidate_handoff.receive(task.app.backend.client, request.handoff,
-                                        request.wait_ms / 1000)
-    t2 = time.perf_counter()
+    fetched = fetching.result()  # raises what the fetch raised (deadline, called off, ...)
+    handoff = fetched.handoff
     setattr(task.request, BATCH_SIZE_ATTR, len(handoff.candidates))  # for the task metrics
-    # One mget: the held candidates' versions, the missing ones' vectors (never a reload).
-    service, gathered = cache.gather(handoff.index, request.model,
-                                     [d for d, _ in handoff.candidates])
+    t2 = time.perf_counter()
+    service, gathered = fetched.service, fetched.gathered
+    if service is None or gathered is None:
+        service, gathered = cache.gather(handoff.index, request.model,
+                                         [d for d, _ in handoff.candidates])
     t3 = time.perf_counter()
     if prepared_by is not service.model:
         # An index of another language is scored by its own model: encode again with it.
@@ -93,8 +150,10 @@ def _rerank(task: Task, request: RerankRequest) -> RerankAnswer:
     result = service.rerank_prepared(prepared, handoff.candidates, explain=request.explain,
                                      gathered=gathered).to_dict()
     t5 = time.perf_counter()
-    timing = {"load": t3 - t2, "encode": (t1 - t0) + (t4 - t3), "wait": t2 - t1,
-              "rerank": (t1 - t0) + (t5 - t3)}
+    # Idle: the encode was done and the first stage had not answered yet.
+    idle = max(0.0, fetched.received_at - t1)
+    timing = {"load": fetched.gather_s + (t3 - t2), "encode": (t1 - t0) + (t4 - t3),
+              "wait": fetched.received_at - t0, "rerank": (t5 - t0) - idle}
     result["timing_ms"] = {name: round(s * 1000, 3) for name, s in timing.items()}
     return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.quality import evaluate_fold, summarise
+from bench.quality import chosen_settings, evaluate_fold, summarise
 from bench.quality_data import Window
 from bench.quality_folds import COLIEE_YEARS, k_folds, rolling_origin
 from reranker.datasets import Query
@@ -74,3 +74,34 @@ def test_settings_come_from_dev_and_test_is_scored_with_them():
     assert gains["paraformer"]["f2"] == pytest.approx(result["paraformer"]["f2"] - 1.0,
                                                       abs=1e-4)
     assert mean["bm25"]["f2"] == pytest.approx(1.0)
+
+
+def test_a_backend_is_also_scored_with_the_settings_torch_chose():
+    # Torch's Paraformer is right on dev, so its settings lean on it; the backend's is wrong
+    # on dev (re-tuning cannot trust it) but right on test, where BM25 is wrong.
+    dev_q = [Query(f"d{i}", "x", ("g",)) for i in range(10)]
+    test_q = [Query(f"t{i}", "x", ("g",)) for i in range(10)]
+    windows = {q.qid: Window(q.qid, ("g", "x", "y"), (2.0, 3.0, 1.0), q.gold)
+               for q in (*dev_q, *test_q)}
+    torch_scores = {q.qid: {"paraformer": np.array([3.0, 1.0, 0.0])} for q in dev_q}
+    backend_scores = {q.qid: {"paraformer": np.array([0.0, 3.0, 1.0])} for q in dev_q}
+    for scores in (torch_scores, backend_scores):
+        scores.update({q.qid: {"paraformer": np.array([3.0, 1.0, 0.0])} for q in test_q})
+
+    class Fold:
+        dev, test = dev_q, test_q
+
+        @staticmethod
+        def describe():
+            return {}
+
+    systems = ("bm25", "paraformer")
+    settings = chosen_settings(Fold, windows, torch_scores, systems)
+    torch_result = evaluate_fold(Fold, windows, torch_scores, systems, settings=settings)
+    backend = evaluate_fold(Fold, windows, backend_scores, systems, torch_settings=settings)
+    assert torch_result["paraformer"]["chosen_on_dev"]["dev_f2"] == pytest.approx(1.0)
+    assert backend["paraformer"]["chosen_on_dev"]["dev_f2"] < 1.0  # re-tuned on its own dev
+    assert backend["paraformer"]["with_torch_settings"]["f2"] == pytest.approx(1.0)
+    assert backend["paraformer"]["with_torch_settings"] == {
+        k: torch_result["paraformer"][k] for k in backend["paraformer"]["with_torch_settings"]}
+    assert "with_torch_settings" not in torch_result["paraformer"]

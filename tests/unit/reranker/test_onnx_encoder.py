@@ -94,7 +94,7 @@ def test_an_export_is_cached_and_a_failed_one_leaves_nothing(tmp_path: Path,
     def must_not_export(*_args, **_kwargs):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(onnx_encoder, "_export_fp32", must_not_export)
+    monkeypatch.setattr(onnx_encoder, "export_graph", must_not_export)
     assert export_onnx(encoder, path, fingerprint, "onnx-int8", tmp_path) == first
     assert sorted(p.name for p in first.iterdir()) == ["export.json", "model.onnx"]
 
