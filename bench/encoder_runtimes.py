@@ -23,6 +23,7 @@ embeddings; ``batch_dependence`` (largest absolute difference between a query en
 and inside a batch of 16: dynamic quantisation scales activations per batch); and
 ``gmac_per_s``, the transformer's multiply-accumulates per second of encode (from the config
 and each query's tokens), which says how near a candidate is to the core's arithmetic peak.
+``cpu`` names the processor and whether it has AVX2, AVX-512, VNNI, bf16 and AMX.
 """
 
 from __future__ import annotations
@@ -93,6 +94,25 @@ class OpenVinoTransformerBody(torch.nn.Module):
                                     else torch.zeros_like(input_ids))}
         out = self.request.infer({n: given[n].numpy() for n in self.input_names})
         return {"last_hidden_state": torch.from_numpy(np.array(out[self.compiled.outputs[0]]))}
+
+
+def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU model and the instruction sets int8 and bf16 kernels depend on (Linux
+    ``/proc/cpuinfo``; empty elsewhere): the same candidates rank differently where these are
+    present."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        except OSError:
+            return {}
+    first = cpuinfo.split("\n\n", 1)[0]  # the first processor's block
+    fields = {k.strip(): v.strip()
+              for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name", ""), "avx2": "avx2" in flags,
+            "avx512": "avx512f" in flags,
+            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
+            "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}), "amx": "amx_tile" in flags}
 
 
 def transformer_macs(config: Any, tokens: int) -> int:
@@ -224,8 +244,8 @@ def run(queries: int = 150, model: str = "default", index: str | None = None,
                 skipped[name] = f"{exc} (pip install -e '.[runtimes]')"
         result = _measure(encoders, texts, config)
     return {"suite": "encoder-runtimes", "model": model, "language": language,
-            "queries": len(texts), "threads": 1, "batch": BATCH, "candidates": result,
-            "skipped": skipped}
+            "queries": len(texts), "threads": 1, "batch": BATCH, "cpu": cpu_features(),
+            "candidates": result, "skipped": skipped}
 
 
 def _measure(encoders: dict[str, Any], texts: Sequence[str], config: Any

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import onnx
 from onnx import TensorProto, helper
 
-from bench.encoder_runtimes import _ffn_matmuls, transformer_macs
+from bench.encoder_runtimes import _ffn_matmuls, cpu_features, transformer_macs
 
 
 def test_macs_count_projections_feed_forward_and_attention_per_token() -> None:
@@ -37,3 +37,13 @@ def test_only_the_feed_forward_matmuls_are_picked(tmp_path: Path) -> None:
     path = tmp_path / "g.onnx"
     onnx.save(helper.make_model(graph), str(path))
     assert _ffn_matmuls(path) == names[1:3]
+
+
+def test_cpu_features_name_the_instruction_sets_int8_depends_on() -> None:
+    cpuinfo = ("processor\t: 0\nmodel name\t: AMD EPYC\n"
+               "flags\t\t: fpu sse avx avx2 fma f16c\n")
+    assert cpu_features(cpuinfo) == {"model": "AMD EPYC", "avx2": True, "avx512": False,
+                                     "vnni": False, "bf16": False, "amx": False}
+    sapphire = "model name : Xeon\nflags : avx2 avx512f avx512_vnni avx512_bf16 amx_tile\n"
+    assert cpu_features(sapphire) == {"model": "Xeon", "avx2": True, "avx512": True,
+                                      "vnni": True, "bf16": True, "amx": True}
