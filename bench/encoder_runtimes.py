@@ -29,6 +29,7 @@ and each query's tokens), which says how near a candidate is to the core's arith
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import tempfile
@@ -54,6 +55,7 @@ from reranker.onnx_encoder import (
     OnnxTransformerBody,
     export_graph,
     export_onnx,
+    graph_inputs,
     transformer_config,
 )
 from reranker.registry import checkpoint_path
@@ -89,10 +91,8 @@ class OpenVinoTransformerBody(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:
-        given = {"input_ids": input_ids, "attention_mask": attention_mask,
-                 "token_type_ids": (token_type_ids if token_type_ids is not None
-                                    else torch.zeros_like(input_ids))}
-        out = self.request.infer({n: given[n].numpy() for n in self.input_names})
+        out = self.request.infer(graph_inputs(self.input_names, input_ids, attention_mask,
+                                              token_type_ids))
         return {"last_hidden_state": torch.from_numpy(np.array(out[self.compiled.outputs[0]]))}
 
 
@@ -209,31 +209,41 @@ def run(queries: int = 150, model: str = "default", index: str | None = None,
     config = transformer_config(reference.encoder)
     texts = [q.text for qs in coliee_by_year(settings.data_dir, language).values()
              for q in qs][:queries]
-    corpus = read_corpus(client, index)
-    calibration = [passage(a.caption, a.sentences) for a in list(corpus.values())
-                   [:CALIBRATION_TEXTS]]
     encoders: dict[str, Any] = {"torch": reference.encoder}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="lexrerank-runtimes-") as tmp:
         root = Path(tmp)
-        fused = export_onnx(reference.encoder, source, reference.encoder_fingerprint, "onnx",
-                            settings.cache_dir)
-        int8 = export_onnx(reference.encoder, source, reference.encoder_fingerprint,
-                           "onnx-int8", settings.cache_dir)
-        raw = root / "unfused.onnx"
-        export_graph(reference.encoder, source, raw)
+
+        # Each graph is made only if a chosen candidate needs it (the served exports are
+        # cached by export_onnx itself).
+        def served(backend: str) -> Path:
+            return export_onnx(reference.encoder, source, reference.encoder_fingerprint,
+                               backend, settings.cache_dir)
+
+        @functools.cache
+        def unfused() -> Path:
+            export_graph(reference.encoder, source, root / "unfused.onnx")
+            return root / "unfused.onnx"
+
+        def calibrated() -> Any:
+            corpus = read_corpus(client, index)
+            texts = [passage(a.caption, a.sentences)
+                     for a in list(corpus.values())[:CALIBRATION_TEXTS]]
+            return _calibrated_int8(unfused(), reference.encoder.tokenizer, texts,
+                                    reference.encoder.max_seq_length)
+
+        def quantized(name: str, quantize: Callable[[Path], Callable[[Path], None]]) -> Path:
+            return _onnx_dir(root, name, quantize(served("onnx") / MODEL_FILE))
+
         builders: dict[str, Callable[[], torch.nn.Module]] = {
-            "onnx": lambda: OnnxTransformerBody(fused, config, threads=1),
-            "onnx-int8": lambda: OnnxTransformerBody(int8, config, threads=1),
+            "onnx": lambda: OnnxTransformerBody(served("onnx"), config, threads=1),
+            "onnx-int8": lambda: OnnxTransformerBody(served("onnx-int8"), config, threads=1),
             "onnx-int8-ffn": lambda: OnnxTransformerBody(
-                _onnx_dir(root, "int8-ffn", _quantize_ffn(fused / MODEL_FILE)), config, 1),
+                quantized("int8-ffn", _quantize_ffn), config, threads=1),
             "onnx-int8-weights": lambda: OnnxTransformerBody(
-                _onnx_dir(root, "int8-weights", _quantize_weights(fused / MODEL_FILE)),
-                config, 1),
-            "openvino": lambda: OpenVinoTransformerBody(str(raw), config),
-            "openvino-int8": lambda: OpenVinoTransformerBody(_calibrated_int8(
-                raw, reference.encoder.tokenizer, calibration,
-                reference.encoder.max_seq_length), config),
+                quantized("int8-weights", _quantize_weights), config, threads=1),
+            "openvino": lambda: OpenVinoTransformerBody(str(unfused()), config),
+            "openvino-int8": lambda: OpenVinoTransformerBody(calibrated(), config),
         }
         for name in candidates:
             if name == "torch":
@@ -267,6 +277,7 @@ def _measure(encoders: dict[str, Any], texts: Sequence[str], config: Any
             times[name].append((time.perf_counter() - start) * 1000)
             vectors[name].append(vector)
     torch_p50 = percentile(times["torch"], 50)
+    macs = sum(transformer_macs(config, n) for n in tokens)  # of the whole query set
     want = np.stack(vectors["torch"])
     out = {}
     for name, encoder in encoders.items():
@@ -274,7 +285,6 @@ def _measure(encoders: dict[str, Any], texts: Sequence[str], config: Any
         cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
         batched = encoder.encode_query(list(texts[:BATCH]), batch_size=BATCH,
                                        convert_to_numpy=True)
-        macs = sum(transformer_macs(config, n) for n in tokens)
         out[name] = {
             "encode_ms_p50": round(percentile(times[name], 50), 3),
             "encode_ms_p95": round(percentile(times[name], 95), 3),

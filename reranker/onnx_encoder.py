@@ -50,8 +50,9 @@ from reranker.model_names import ENCODER_BACKENDS
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["OnnxTransformerBody", "export_graph", "export_onnx", "serve_with_backend",
-           "served_fingerprint", "to_onnx_backend", "transformer_config", "variant_id"]
+__all__ = ["OnnxTransformerBody", "export_graph", "export_onnx", "graph_inputs",
+           "serve_with_backend", "served_fingerprint", "to_onnx_backend", "transformer_config",
+           "variant_id"]
 
 MODEL_FILE = "model.onnx"
 EXPORT_RECORD = "export.json"
@@ -225,6 +226,16 @@ def variant_id(backend: str) -> str:
     return f"{backend}:r{EXPORT_RECIPE}:ort{release}"
 
 
+def graph_inputs(names: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None) -> dict[str, np.ndarray]:
+    """The feeds of an exported graph whose inputs are ``names``: contiguous int64 arrays
+    [batch, tokens]; token types default to zeros (a tokenizer that gives none)."""
+    given = {"input_ids": input_ids, "attention_mask": attention_mask,
+             "token_type_ids": (token_type_ids if token_type_ids is not None
+                                else torch.zeros_like(input_ids))}
+    return {n: np.ascontiguousarray(given[n].cpu().numpy(), dtype=np.int64) for n in names}
+
+
 class OnnxTransformerBody(torch.nn.Module):
     """Stands in for the transformer inside a SentenceTransformer's first module.
 
@@ -255,11 +266,7 @@ class OnnxTransformerBody(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:
-        given = {"input_ids": input_ids, "attention_mask": attention_mask,
-                 "token_type_ids": (token_type_ids if token_type_ids is not None
-                                    else torch.zeros_like(input_ids))}
-        feeds = {n: np.ascontiguousarray(given[n].cpu().numpy(), dtype=np.int64)
-                 for n in self.input_names}
+        feeds = graph_inputs(self.input_names, input_ids, attention_mask, token_type_ids)
         (hidden,) = self.session.run(["last_hidden_state"], feeds)
         return {"last_hidden_state": torch.from_numpy(hidden)}
 

@@ -11,6 +11,16 @@ from bench.quality_folds import COLIEE_YEARS, k_folds, rolling_origin
 from reranker.datasets import Query
 
 
+class _Fold:
+    """The parts of a :class:`bench.quality_folds.Fold` the scoring reads."""
+
+    def __init__(self, dev: list[Query], test: list[Query]) -> None:
+        self.dev, self.test = dev, test
+
+    def describe(self) -> dict:
+        return {}
+
+
 def _year_queries(year: str, n: int = 3) -> list[Query]:
     return [Query(f"{year}-{i:02d}-A", f"question {year} {i}", (str(i),)) for i in range(n)]
 
@@ -56,14 +66,8 @@ def test_settings_come_from_dev_and_test_is_scored_with_them():
     scores = {q.qid: {"paraformer": np.array([3.0, 1.0, 0.0])} for q in dev_q}
     scores.update({q.qid: {"paraformer": np.array([0.0, 3.0, 1.0])} for q in test_q})
 
-    class Fold:
-        dev, test = dev_q, test_q
-
-        @staticmethod
-        def describe():
-            return {}
-
-    result = evaluate_fold(Fold, windows, scores, ("bm25", "paraformer"))
+    fold = _Fold(dev_q, test_q)
+    result = evaluate_fold(fold, windows, scores, ("bm25", "paraformer"))
     chosen = result["paraformer"]["chosen_on_dev"]
     assert chosen["dev_f2"] == pytest.approx(1.0)
     assert chosen["fusion"].get("paraformer", 0) > 0.5
@@ -88,17 +92,10 @@ def test_a_backend_is_also_scored_with_the_settings_torch_chose():
     for scores in (torch_scores, backend_scores):
         scores.update({q.qid: {"paraformer": np.array([3.0, 1.0, 0.0])} for q in test_q})
 
-    class Fold:
-        dev, test = dev_q, test_q
-
-        @staticmethod
-        def describe():
-            return {}
-
-    systems = ("bm25", "paraformer")
-    settings = chosen_settings(Fold, windows, torch_scores, systems)
-    torch_result = evaluate_fold(Fold, windows, torch_scores, systems, settings=settings)
-    backend = evaluate_fold(Fold, windows, backend_scores, systems, torch_settings=settings)
+    systems, fold = ("bm25", "paraformer"), _Fold(dev_q, test_q)
+    settings = chosen_settings(fold, windows, torch_scores, systems)
+    torch_result = evaluate_fold(fold, windows, torch_scores, systems, settings=settings)
+    backend = evaluate_fold(fold, windows, backend_scores, systems, torch_settings=settings)
     assert torch_result["paraformer"]["chosen_on_dev"]["dev_f2"] == pytest.approx(1.0)
     assert backend["paraformer"]["chosen_on_dev"]["dev_f2"] < 1.0  # re-tuned on its own dev
     assert backend["paraformer"]["with_torch_settings"]["f2"] == pytest.approx(1.0)
