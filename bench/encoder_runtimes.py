@@ -8,6 +8,10 @@ one thread (issue 17) and not served, so the choice can be re-made on other hard
 - ``onnx``, ``onnx-int8``: the served ONNX Runtime variants (:mod:`reranker.onnx_encoder`);
 - ``onnx-int8-ffn``: dynamic int8 of the feed-forward MatMuls only (two thirds of the
   arithmetic); attention and its output projection stay fp32;
+- ``onnx-int8-7bit``, ``onnx-int8-u8u8``: dynamic int8 of every MatMul as ``onnx-int8``, with
+  the two remedies ONNX Runtime documents for the saturation of AVX2's ``VPMADDUBSW``
+  (u8 x s8 pairs summed into int16) on CPUs without VNNI: weights in 7 bits
+  (``reduce_range``), or unsigned weights (U8U8 kernels, which do not saturate);
 - ``onnx-int8-weights``: int8 weights only (``MatMulNBits``, blocks of 32, accuracy level 4:
   activations quantised per block of 32 values at run time, so per token, not per batch);
 - ``openvino``, ``openvino-int8``: OpenVINO fp32 of the unfused export, and NNCF's
@@ -60,8 +64,8 @@ from reranker.onnx_encoder import (
 )
 from reranker.registry import checkpoint_path
 
-CANDIDATES = ("torch", "onnx", "onnx-int8", "onnx-int8-ffn", "onnx-int8-weights", "openvino",
-              "openvino-int8")
+CANDIDATES = ("torch", "onnx", "onnx-int8", "onnx-int8-ffn", "onnx-int8-7bit", "onnx-int8-u8u8",
+              "onnx-int8-weights", "openvino", "openvino-int8")
 BATCH = 16
 CALIBRATION_TEXTS = 300
 
@@ -145,15 +149,21 @@ def _ffn_matmuls(graph: Path) -> list[str]:
             and ("/intermediate/" in n.name or "/output/" in n.name)]
 
 
-def _quantize_ffn(fused: Path) -> Callable[[Path], None]:
-    def write(dst: Path) -> None:
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+def _dynamic_int8(*, ffn_only: bool = False, reduce_range: bool = False,
+                  unsigned_weights: bool = False) -> Callable[[Path], Callable[[Path], None]]:
+    """A writer of the fused graph's dynamic int8 quantisation (per channel), with options."""
+    def quantize(fused: Path) -> Callable[[Path], None]:
+        def write(dst: Path) -> None:
+            import onnx
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(fused), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_quantize=_ffn_matmuls(fused),
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return write
+            quantize_dynamic(
+                str(fused), str(dst), per_channel=True, reduce_range=reduce_range,
+                weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
+                nodes_to_quantize=_ffn_matmuls(fused) if ffn_only else None,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        return write
+    return quantize
 
 
 def _quantize_weights(fused: Path) -> Callable[[Path], None]:
@@ -239,7 +249,12 @@ def run(queries: int = 150, model: str = "default", index: str | None = None,
             "onnx": lambda: OnnxTransformerBody(served("onnx"), config, threads=1),
             "onnx-int8": lambda: OnnxTransformerBody(served("onnx-int8"), config, threads=1),
             "onnx-int8-ffn": lambda: OnnxTransformerBody(
-                quantized("int8-ffn", _quantize_ffn), config, threads=1),
+                quantized("int8-ffn", _dynamic_int8(ffn_only=True)), config, threads=1),
+            "onnx-int8-7bit": lambda: OnnxTransformerBody(
+                quantized("int8-7bit", _dynamic_int8(reduce_range=True)), config, threads=1),
+            "onnx-int8-u8u8": lambda: OnnxTransformerBody(
+                quantized("int8-u8u8", _dynamic_int8(unsigned_weights=True)), config,
+                threads=1),
             "onnx-int8-weights": lambda: OnnxTransformerBody(
                 quantized("int8-weights", _quantize_weights), config, threads=1),
             "openvino": lambda: OpenVinoTransformerBody(str(unfused()), config),

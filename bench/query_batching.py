@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.rerank import query_encoders
-from bench.services import coliee_queries
+from bench.services import training_queries
 from lexrerank.config import get_settings
 from reranker.checkpoint import load_reranker
 from reranker.model_names import ENCODER_BACKENDS
@@ -33,7 +33,7 @@ def run(group: int = 8, queries: int = 96, model: str = "default", language: str
         backends: Sequence[str] = ENCODER_BACKENDS) -> dict[str, Any]:
     apply_torch_threads()
     settings = get_settings()
-    texts = [q.text for q in coliee_queries(queries)]
+    texts = [q.text for q in training_queries(queries)]
     groups = [texts[i:i + group] for i in range(0, len(texts) - group + 1, group)]
     result: dict[str, Any] = {"suite": "query-batching", "model": model, "group": group,
                               "groups": len(groups), "torch_threads": torch.get_num_threads()}

@@ -1,6 +1,7 @@
 """`lexrerank bench rerank`: the cost of one rerank with precomputed article vectors.
 
-For each query the BM25 window (``--window`` candidates) is fetched once, untimed; then:
+For each training query in the index's language (COLIEE's English or Japanese, ALQAC's
+Vietnamese) the BM25 window (``--window`` candidates) is fetched once, untimed; then:
 
 - ``encode``: encoding the query alone (the floor of any query-time neural rerank; for an
   ensemble, once per distinct encoder), with the served encoder backend
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.services import coliee_queries
+from bench.services import training_queries
 from indexer.article_vectors import index_language
 from lexrerank.bm25 import search_bm25
 from lexrerank.config import get_settings
@@ -73,14 +74,14 @@ def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
     settings = get_settings()
     index = index or settings.index
     client = opensearch_client(settings)
-    query_set = coliee_queries(queries)
+    language = index_language(client, index)
+    query_set = training_queries(queries, language)
     service = RerankService.load(client, index, model)
     reranker = service.model
     members = service.members  # an ensemble's models, else the one model
     encoders = query_encoders(members)
     # The torch fp32 reference of the same checkpoint, for the backend's ratio.
-    torch_model = load_reranker(checkpoint_path(model, index_language(client, index),
-                                                settings.model_dir),
+    torch_model = load_reranker(checkpoint_path(model, language, settings.model_dir),
                                 device="cpu", cache_dir=settings.cache_dir)
     torch_encoders = query_encoders(getattr(torch_model, "members", {model: torch_model}))
     hits = {q.text: search_bm25(client, index, q.text, window) for q in query_set}

@@ -304,19 +304,29 @@ def run_paired_clients(concurrency: int, texts: list[str], first: Callable, seco
     return firsts, seconds, sum((f is None) + (s is None) for f, s in done)
 
 
-def coliee_queries(limit: int) -> list[Any]:
-    """Up to ``limit`` COLIEE training queries (``reranker.datasets.Query``, from
-    ``LEXRERANK_DATA``), as users would ask them."""
+def training_queries(limit: int, language: str = "en") -> list[Any]:
+    """Up to ``limit`` training queries (``reranker.datasets.Query``, from ``LEXRERANK_DATA``)
+    in ``language``, as users would ask them: COLIEE's for ``en`` and ``ja``, ALQAC's for
+    ``vi``."""
+    from bench.quality_data import COLIEE_QUERY_FILES
     from reranker.datasets import read_queries
 
-    data = get_settings().data_dir / "coliee" / "train"
-    files = [data / f"riteval_{y}_en.xml" for y in COLIEE_YEARS]
+    root = get_settings().data_dir
+    if language == "vi":
+        files = [root / "alqac2023" / "train.json"]
+    elif language in COLIEE_QUERY_FILES:
+        folder, suffix = COLIEE_QUERY_FILES[language]
+        files = [root / folder / "train" / f"riteval_{y}_{suffix}.xml" for y in COLIEE_YEARS]
+    else:
+        raise LexrerankError(f"no training queries in {language!r}: there are en, ja "
+                             "(COLIEE) and vi (ALQAC)")
     queries = read_queries([f for f in files if f.exists()])[:limit]
     if not queries:
-        raise LexrerankError(f"no COLIEE queries under {data}: set LEXRERANK_DATA")
+        raise LexrerankError(f"no {language} training queries at {files[0].parent}: set "
+                             "LEXRERANK_DATA")
     return queries
 
 
 def query_texts(limit: int) -> list[str]:
-    """The texts of :func:`coliee_queries`."""
-    return [q.text for q in coliee_queries(limit)]
+    """The texts of :func:`training_queries` (English)."""
+    return [q.text for q in training_queries(limit)]

@@ -192,11 +192,14 @@ class Settings:
     encoder: str | None = setting(
         "LEXRERANK_ENCODER", None, "a SentenceTransformer directory for new Paraformer models",
         shown_default="all-MiniLM-L6-v2 (packaged)")
+    # `onnx` by default: it encodes a query in about 0.6-0.7x torch's time on CPU and scored
+    # the same F2 as torch on every COLIEE year measured (README, "CPU encoder backends").
     encoder_backend: str = setting(
-        "LEXRERANK_ENCODER_BACKEND", "torch",
-        "runtime of the encoder on CPU: `torch` (fp32), `onnx` (ONNX Runtime fp32) or "
-        "`onnx-int8`; part of the model version, so indexers and workers must agree "
-        "(`torch` on GPU workers)", choices=ENCODER_BACKENDS)
+        "LEXRERANK_ENCODER_BACKEND", "onnx",
+        "runtime of the encoder: `onnx` (ONNX Runtime fp32, CPU), `onnx-int8` (CPU) or "
+        "`torch` (fp32 on CPU, fp16 on CUDA: set it on GPU workers and on the indexers that "
+        "embed for them); part of the model version, so indexers and workers must agree",
+        choices=ENCODER_BACKENDS)
     language: str = setting(
         "LEXRERANK_LANGUAGE", "en",
         "the language whose model encodes a query before its index is known (the gateway "

@@ -49,6 +49,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600
                           text=True, env=full_env, timeout=timeout, cwd=REPO)
 
 
+def served_version(model: str) -> str:
+    """The model version the shipped English ``model`` has on this run's encoder backend
+    (``LEXRERANK_ENCODER_BACKEND``, as the CLI and the workers the tests start read it)."""
+    from reranker.checkpoint import read_config, served_model_version
+    from reranker.registry import checkpoint_path
+
+    return served_model_version(read_config(checkpoint_path(model)),
+                                get_settings().encoder_backend)
+
+
 def unique_index(prefix: str) -> str:
     """A per-session index name, so concurrent test runs never share (or delete) an index."""
     return f"{prefix}-{os.getpid()}"

@@ -34,6 +34,7 @@ from tests.integration.conftest import (
     _gateway_articles,
     _wait_for,
     run_cli,
+    served_version,
     unique_index,
 )
 
@@ -132,13 +133,6 @@ def docs_lacking(client: OpenSearch, index: str, version: str) -> list[str]:
             if version not in (d.get("_source") or {}).get("vectors", {})]
 
 
-def version_of_model(model: str) -> str:
-    from reranker.checkpoint import read_config
-    from reranker.registry import checkpoint_path
-
-    return read_config(checkpoint_path(model))["model_version"]
-
-
 def report_of(proc: subprocess.CompletedProcess | tuple[str, str, int]) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -159,7 +153,7 @@ def test_first_reindex_builds_v1_and_creates_the_alias(rx: ReindexStack, client:
     assert job["state"] == "swapped"
     assert job["source"]["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
     assert job["source"]["articles"] == ARTICLES and "@" in job["who"]
-    version = version_of_model(rx.stack.env["LEXRERANK_MODEL"])
+    version = served_version(rx.stack.env["LEXRERANK_MODEL"])
     assert [m["model_version"] for m in job["models"]] == [version]
     assert job["counts"]["vectors"] == {version: ARTICLES}
     assert meta["model_versions"][version]["documents"] == ARTICLES
@@ -276,7 +270,7 @@ def test_sigkilled_embed_worker_then_rerun_completes_exactly(
         rx: ReindexStack, client: OpenSearch, tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "v3.jsonl", "A second amendment.")
     v2, v3 = f"{rx.alias}-v2", f"{rx.alias}-v3"
-    version = version_of_model(rx.stack.env["LEXRERANK_MODEL"])
+    version = served_version(rx.stack.env["LEXRERANK_MODEL"])
     job = rx.popen_reindex(corpus, "--stall-timeout", "20")
     record = _wait_progress(rx, job, chunks=2)
     assert record["chunks_total"] == ARTICLES // 5

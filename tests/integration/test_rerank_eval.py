@@ -8,9 +8,14 @@ import pytest
 from opensearchpy import OpenSearch
 
 from indexer.article_vectors import index_meta
-from reranker.checkpoint import read_config
 from reranker.registry import available_models, checkpoint_path
-from tests.integration.conftest import REPO, data_dir, run_cli, unique_index
+from tests.integration.conftest import (
+    REPO,
+    data_dir,
+    run_cli,
+    served_version,
+    unique_index,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +27,7 @@ def embedded_index(coliee_index: str) -> str:
 
 def test_embed_records_the_model_version_and_is_resumable(client: OpenSearch,
                                                           embedded_index: str) -> None:
-    version = read_config(checkpoint_path("paraformer"))["model_version"]
+    version = served_version("paraformer")
     meta = index_meta(client, embedded_index)
     assert meta["model_versions"][version]["documents"] == 768
     doc = client.get(index=embedded_index, id="5", _source=[f"vectors.{version}"])["_source"]
@@ -58,8 +63,7 @@ def test_eval_with_reranker_reports_its_model_version(embedded_index: str) -> No
                    "--reranker", "paraformer", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    config = read_config(checkpoint_path("paraformer"))
-    assert report["model_version"] == config["model_version"]
+    assert report["model_version"] == served_version("paraformer")
     assert report["reranker"] == "paraformer"
     assert report["queries"] == 101
     assert 0 <= report["f2"] <= 1 and report["recall@1"] <= report["recall@5"]

@@ -151,7 +151,7 @@ def test_the_setting_accepts_the_backends_and_refuses_others(monkeypatch) -> Non
     with pytest.raises(LexrerankError, match="LEXRERANK_ENCODER_BACKEND='openvino' is not one"):
         get_settings()
     monkeypatch.delenv("LEXRERANK_ENCODER_BACKEND")
-    assert get_settings().encoder_backend == "torch"
+    assert get_settings().encoder_backend == "onnx"  # the default (README, "CPU encoder backends")
 
 
 def test_a_cuda_device_is_overridden_so_versions_agree_with_cpu_indexers(cache: Path,
