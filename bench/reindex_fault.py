@@ -174,16 +174,18 @@ class _ReindexKill:
 
 
 def _without_vectors(client: Any, alias: str, model: str) -> int | None:
-    """Documents behind ``alias`` lacking ``model``'s current vectors (None: no alias)."""
+    """Documents behind ``alias`` lacking the vectors ``model`` has on the configured encoder
+    backend (its served version, what the job's embed workers write; None: no alias)."""
     from indexer.embed_fanout import lacking_ids
-    from reranker.checkpoint import read_config
+    from reranker.checkpoint import read_config, served_model_version
     from reranker.registry import checkpoint_path
 
     if not client.indices.exists(index=alias):
         return None
-    config = read_config(checkpoint_path(model, model_dir=get_settings().model_dir))
-    version = config.get("model_version")
-    return len(lacking_ids(client, alias, version))
+    settings = get_settings()
+    config = read_config(checkpoint_path(model, model_dir=settings.model_dir))
+    return len(lacking_ids(client, alias, served_model_version(config,
+                                                                settings.encoder_backend)))
 
 
 def _answers_ping(app: Any, node: str) -> bool:

@@ -2,6 +2,9 @@
 
 The corpus is validated in full before the first write, so a malformed file never touches the
 live index; document ids are the articles' stable ids, so re-running a load is idempotent.
+An article the index already holds exactly as parsed is not written again: writing replaces
+the whole document, so it would drop the article vectors stored with it (of every model
+version) and make every worker read it again, for nothing.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ class LoadReport:
     index: str
     created: bool
     articles: int
-    indexed: int
+    indexed: int  # written now: new or changed
     failed: int
     seconds: float
+    unchanged: int = 0  # already held exactly as parsed: not written, vectors kept
 
 
 def cluster_plugins(client: OpenSearch) -> set[str]:
@@ -70,6 +74,27 @@ def bulk_actions(index: str, articles: Iterable[Article]) -> Iterator[dict[str, 
                "_source": article.to_source()}
 
 
+def held_as_parsed(client: OpenSearch, index: str, articles: Iterable[Article],
+                   chunk_size: int = 500) -> Iterator[tuple[Article, bool]]:
+    """Each article, with whether ``index`` already holds its document with this exact
+    source (stored vectors aside): one ``mget`` per ``chunk_size`` articles."""
+    def compared(chunk: list[Article]) -> Iterator[tuple[Article, bool]]:
+        resp = client.mget(index=index, body={"ids": [a.doc_id for a in chunk]},
+                           _source_excludes=["vectors"])
+        stored = {d["_id"]: d.get("_source") for d in resp["docs"] if d.get("found")}
+        for article in chunk:
+            yield article, stored.get(article.doc_id) == article.to_source()
+
+    chunk: list[Article] = []
+    for article in articles:
+        chunk.append(article)
+        if len(chunk) == chunk_size:
+            yield from compared(chunk)
+            chunk = []
+    if chunk:
+        yield from compared(chunk)
+
+
 def load_articles(
     client: OpenSearch,
     index: str,
@@ -81,7 +106,9 @@ def load_articles(
     """Validate the corpus, then stream it into ``index`` (created if missing).
 
     ``articles`` is a factory that yields the corpus anew each call: one pass validates and
-    counts (a parse error raises before anything is written), a second one loads.
+    counts (a parse error raises before anything is written), a second one loads the
+    articles that are new or changed (:func:`held_as_parsed`); the others keep their
+    documents, and the vectors stored with them.
     """
     start = time.monotonic()
     total = 0
@@ -95,12 +122,24 @@ def load_articles(
         raise LexrerankError("the corpus holds no live articles; nothing was indexed")
 
     created = ensure_index(client, index, language)
-    indexed = failed = 0
+    indexed = failed = unchanged = 0
     errors: list[str] = []
     with tqdm(total=total, unit="doc", desc=f"indexing {index}", file=sys.stderr,
               disable=not show_progress) as bar:
+        def to_write() -> Iterator[Article]:
+            nonlocal unchanged
+            if created:  # nothing to compare with
+                yield from articles()
+                return
+            for article, same in held_as_parsed(client, index, articles(), chunk_size):
+                if same:
+                    unchanged += 1
+                    bar.update(1)
+                else:
+                    yield article
+
         # streaming_bulk retries 429 (rejected execution) with exponential back-off.
-        for ok, item in streaming_bulk(client, bulk_actions(index, articles()),
+        for ok, item in streaming_bulk(client, bulk_actions(index, to_write()),
                                        chunk_size=chunk_size, max_retries=5,
                                        initial_backoff=1, raise_on_error=False):
             if ok:
@@ -114,4 +153,5 @@ def load_articles(
     if failed:
         raise LexrerankError(f"{failed} of {total} articles failed to index into {index!r}; "
                              f"first errors: {'; '.join(errors)}")
-    return LoadReport(index, created, total, indexed, failed, time.monotonic() - start)
+    return LoadReport(index, created, total, indexed, failed, time.monotonic() - start,
+                      unchanged)

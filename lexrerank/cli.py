@@ -168,8 +168,10 @@ def index(
     client = opensearch_client(settings)
     report = load_articles(client, name, lambda: parse_corpus(corpus, fmt, language), lang)
     verb = "created" if report.created else "updated"
-    out.print(f"{verb} index {report.index!r}: {report.indexed} articles in "
-              f"{report.seconds:.1f}s ({lang})")
+    kept = (f", {report.unchanged} unchanged (not written: their vectors stay)"
+            if report.unchanged else "")
+    out.print(f"{verb} index {report.index!r}: {report.articles} articles, {report.indexed} "
+              f"written{kept}, in {report.seconds:.1f}s ({lang})")
     if not vectors:
         return
     from reranker.registry import available_models

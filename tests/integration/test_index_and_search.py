@@ -204,3 +204,44 @@ def test_japanese_eval_skips_pairs_without_gold_and_says_so(japanese_index: str)
     assert "R04-09-I" in report["skipped_ids"]
     # Kuromoji words + character bigrams beat plain bigrams' recall@5 on R04 (about 0.79).
     assert report["recall@5"] > 0.79 and report["recall@100"] > 0.95
+
+
+def test_reloading_writes_only_changed_articles_and_keeps_the_others_vectors(
+        client: OpenSearch, tmp_path: Path) -> None:
+    """A document write replaces the whole document: re-loading an unchanged corpus must not
+    drop the vectors stored with its articles (every worker would read them again)."""
+    name = unique_index("test-reload")
+    rows = [{"id": f"a{i}", "text": f"Article {i}. The owner of land {i} may fence it.",
+             "caption": f"(Fences {i})"} for i in range(3)]
+    corpus = tmp_path / "corpus.jsonl"
+
+    def load(lines: list[dict]) -> str:
+        corpus.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+        proc = run_cli("index", "--corpus", str(corpus), "--format", "jsonl", "--index", name,
+                       "--no-vectors")
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    client.indices.delete(index=name, ignore_unavailable=True)
+    try:
+        assert "3 articles, 3 written" in load(rows)
+        for i in range(3):  # stand-ins for stored vectors (the field is not indexed)
+            client.update(index=name, id=f"a{i}", body={"doc": {"vectors": {"v1": {"n": i}}}},
+                          refresh=True)
+        seq_nos = {i: client.get(index=name, id=f"a{i}")["_seq_no"] for i in range(3)}
+
+        out = load(rows)
+        assert "3 articles, 0 written, 3 unchanged" in out
+        for i in range(3):
+            doc = client.get(index=name, id=f"a{i}")
+            assert doc["_seq_no"] == seq_nos[i] and doc["_source"]["vectors"] == {"v1": {"n": i}}
+
+        rows[1]["text"] = "Article 1. The owner of land 1 may not fence it."
+        rows.append({"id": "a3", "text": "Article 3. A fence is owned in common."})
+        assert "4 articles, 2 written, 2 unchanged" in load(rows)
+        changed = client.get(index=name, id="a1")["_source"]
+        assert "not fence" in changed["text"] and "vectors" not in changed  # stale: dropped
+        assert client.get(index=name, id="a0")["_source"]["vectors"] == {"v1": {"n": 0}}
+        assert client.count(index=name)["count"] == 4
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)
