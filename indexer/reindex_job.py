@@ -312,7 +312,7 @@ class ReindexJob:
 
     def _load(self, index: str, source: CorpusSource, articles: ArticlesFn
               ) -> tuple[int, float | None]:
-        """3. Bulk load, once: a re-load would replace documents and drop their vectors.
+        """3. Bulk load, once (a killed load resumes: articles already held are not rewritten).
 
         Returns (documents loaded by this run, their docs/s); (0, None) when loaded before.
         """

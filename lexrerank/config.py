@@ -193,7 +193,7 @@ class Settings:
         "LEXRERANK_ENCODER", None, "a SentenceTransformer directory for new Paraformer models",
         shown_default="all-MiniLM-L6-v2 (packaged)")
     # `onnx` by default: it encodes a query in about 0.6-0.7x torch's time on CPU and scored
-    # the same F2 as torch on every COLIEE year measured (README, "CPU encoder backends").
+    # the same F2 as torch in every English COLIEE year (README, "CPU encoder backends").
     encoder_backend: str = setting(
         "LEXRERANK_ENCODER_BACKEND", "onnx",
         "runtime of the encoder: `onnx` (ONNX Runtime fp32, CPU), `onnx-int8` (CPU) or "
