@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.quality_data import coliee_by_year, read_corpus
+from bench.quality_data import read_corpus
+from bench.services import training_queries
 from indexer.article_vectors import index_language
 from lexrerank.config import get_settings
 from lexrerank.evaluation import percentile
@@ -217,8 +218,7 @@ def run(queries: int = 150, model: str = "default", index: str | None = None,
     reference = fresh_encoder()
     source = Path(encoder_source(reference.encoder) or reference.encoder_name)
     config = transformer_config(reference.encoder)
-    texts = [q.text for qs in coliee_by_year(settings.data_dir, language).values()
-             for q in qs][:queries]
+    texts = [q.text for q in training_queries(queries, language)]
     encoders: dict[str, Any] = {"torch": reference.encoder}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="lexrerank-runtimes-") as tmp:

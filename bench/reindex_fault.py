@@ -177,15 +177,14 @@ def _without_vectors(client: Any, alias: str, model: str) -> int | None:
     """Documents behind ``alias`` lacking the vectors ``model`` has on the configured encoder
     backend (its served version, what the job's embed workers write; None: no alias)."""
     from indexer.embed_fanout import lacking_ids
-    from reranker.checkpoint import read_config, served_model_version
-    from reranker.registry import checkpoint_path
+    from indexer.reindex_inputs import ModelSpec
 
     if not client.indices.exists(index=alias):
         return None
     settings = get_settings()
-    config = read_config(checkpoint_path(model, model_dir=settings.model_dir))
-    return len(lacking_ids(client, alias, served_model_version(config,
-                                                                settings.encoder_backend)))
+    spec = ModelSpec.from_checkpoint(model, model_dir=settings.model_dir,
+                                     backend=settings.encoder_backend)
+    return len(lacking_ids(client, alias, spec.model_version))
 
 
 def _answers_ping(app: Any, node: str) -> bool:

@@ -31,7 +31,6 @@ from lexrerank.redis_tls import redis_client
 from lexrerank.stack import gateway_ready
 
 READY_S = 180
-COLIEE_YEARS = tuple(f"H{n}" for n in range(18, 31)) + ("R01", "R02", "R03", "R04")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -308,23 +307,23 @@ def training_queries(limit: int, language: str = "en") -> list[Any]:
     """Up to ``limit`` training queries (``reranker.datasets.Query``, from ``LEXRERANK_DATA``)
     in ``language``, as users would ask them: COLIEE's for ``en`` and ``ja``, ALQAC's for
     ``vi``."""
-    from bench.quality_data import COLIEE_QUERY_FILES
+    from bench.quality_data import COLIEE_QUERY_FILES, coliee_by_year
     from reranker.datasets import read_queries
 
     root = get_settings().data_dir
     if language == "vi":
-        files = [root / "alqac2023" / "train.json"]
+        where = root / "alqac2023"
+        queries = read_queries(where / "train.json") if (where / "train.json").is_file() else []
     elif language in COLIEE_QUERY_FILES:
-        folder, suffix = COLIEE_QUERY_FILES[language]
-        files = [root / folder / "train" / f"riteval_{y}_{suffix}.xml" for y in COLIEE_YEARS]
+        where = root / COLIEE_QUERY_FILES[language][0] / "train"
+        queries = [q for year in coliee_by_year(root, language).values() for q in year]
     else:
         raise LexrerankError(f"no training queries in {language!r}: there are en, ja "
                              "(COLIEE) and vi (ALQAC)")
-    queries = read_queries([f for f in files if f.exists()])[:limit]
     if not queries:
-        raise LexrerankError(f"no {language} training queries at {files[0].parent}: set "
+        raise LexrerankError(f"no {language} training queries at {where}: set "
                              "LEXRERANK_DATA")
-    return queries
+    return queries[:limit]
 
 
 def query_texts(limit: int) -> list[str]:

@@ -52,11 +52,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600
 def served_version(model: str) -> str:
     """The model version the shipped English ``model`` has on this run's encoder backend
     (``LEXRERANK_ENCODER_BACKEND``, as the CLI and the workers the tests start read it)."""
-    from reranker.checkpoint import read_config, served_model_version
-    from reranker.registry import checkpoint_path
+    from indexer.reindex_inputs import ModelSpec
 
-    return served_model_version(read_config(checkpoint_path(model)),
-                                get_settings().encoder_backend)
+    return ModelSpec.from_checkpoint(model, backend=get_settings().encoder_backend).model_version
 
 
 def unique_index(prefix: str) -> str:
