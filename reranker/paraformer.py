@@ -123,9 +123,33 @@ class ParaformerHead(nn.Module):
         logits = (sentences @ key[..., None, :, None]).squeeze(-1)
         weights = sparsemax(logits, mask, dim=-1)
         attended = (weights.unsqueeze(-1) * sentences).sum(dim=-2)  # [..., N, d]
+        if not self.training:
+            return self._score_factorised(query, attended), weights
         q = query.unsqueeze(-2).expand_as(attended)
         features = torch.cat([q, attended, q * attended, (q - attended).abs()], dim=-1)
         return self.mlp(features).squeeze(-1), weights
+
+    def _score_factorised(self, query: Tensor, attended: Tensor) -> Tensor:
+        """The MLP's scores without building the [..., N, 4d] features (inference only).
+
+        With the first layer's weight split by feature into W_q, W_a, W_m, W_d ([hidden, d]
+        each), its output is ``W_q q + b + (W_a + W_m diag(q)) a + W_d |q - a|``: the query's
+        terms are computed once, not once per candidate, which halves the layer's work. It
+        equals the concatenated form up to float rounding; training keeps that form, whose
+        dropout acts on the features themselves.
+
+        Args:
+            query: [..., d]; attended: [..., N, d]. Returns the scores [..., N].
+        """
+        first, activation, out = self.mlp[1], self.mlp[2], self.mlp[4]
+        assert isinstance(first, nn.Linear) and isinstance(out, nn.Linear)
+        w_q, w_a, w_m, w_d = first.weight.split(self.dim, dim=1)  # [hidden, d] each
+        query_term = query @ w_q.T + first.bias  # [..., hidden]
+        candidate_weight = w_a + w_m * query.unsqueeze(-2)  # [..., hidden, d]
+        hidden = (query_term.unsqueeze(-2)
+                  + attended @ candidate_weight.transpose(-1, -2)
+                  + (query.unsqueeze(-2) - attended).abs() @ w_d.T)  # [..., N, hidden]
+        return out(activation(hidden)).squeeze(-1)
 
 
 class Paraformer:

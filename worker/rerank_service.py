@@ -24,7 +24,8 @@ from reranker.fusion import FIRST_STAGE, Fusion, WeightedFusion
 from reranker.paraformer import Paraformer
 from reranker.registry import checkpoint_path, resolve_name
 from reranker.types import EncodedQuery, Reranker
-from worker.protocol import AnswerHit, RerankAnswer
+from worker.fetch_threads import fetch_threads
+from worker.protocol import AnswerHit, ReasonCode, RerankAnswer, RerankFailed
 from worker.vector_cache import (
     MIB,
     ArticleVectorCache,
@@ -167,10 +168,22 @@ class RerankService:
         return self.model.model_version
 
     def rerank(self, query: str, candidates: Sequence[tuple[str, float]]) -> RerankResult:
-        """Rerank first-stage ``candidates`` ([(doc_id, score)] best first) for ``query``."""
+        """Rerank first-stage ``candidates`` ([(doc_id, score)] best first) for ``query``.
+
+        As the worker's task does, the window's vectors are read on a fetch thread
+        (:mod:`worker.fetch_threads`) while the query encodes. A window with documents
+        lacking vectors is gathered again after the encode: computing them needs the
+        encoder, whose tokenizer is not shared between threads.
+        """
         if not candidates:
             return RerankResult([], self.name, self.model_version, False)
-        return self.rerank_prepared(self.model.prepare_query(query), candidates)
+        doc_ids = [d for d, _ in candidates]
+        reading = fetch_threads().submit(self.gather_held, doc_ids)
+        prepared = self.model.prepare_query(query)
+        gathered = reading.result()
+        if gathered is None:
+            gathered = self.gather(doc_ids)
+        return self.rerank_prepared(prepared, candidates, gathered=gathered)
 
     def gather(self, doc_ids: Sequence[str], compute: bool = True) -> Gathered:
         """Every member's current vectors of ``doc_ids``, read or computed where missing
@@ -178,6 +191,15 @@ class RerankService:
         raises ``no_vectors`` for a document without vectors instead of computing them."""
         return gather(self.client, self.index, self.caches, doc_ids,
                       self.compute_max if compute else 0)
+
+    def gather_held(self, doc_ids: Sequence[str]) -> Gathered | None:
+        """:meth:`gather` without computing: None when a document has no vectors yet."""
+        try:
+            return self.gather(doc_ids, compute=False)
+        except RerankFailed as exc:
+            if exc.code != ReasonCode.NO_VECTORS:
+                raise
+            return None
 
     def warm(self, show_progress: bool = False) -> int:
         """Fill the caches from the index within the memory's budget; documents cached."""

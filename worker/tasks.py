@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from worker.celery_app import VISIBILITY_TIMEOUT_S, app, when_task_process_start
 from worker.delivery_guard import check_redelivery, is_redelivered
 from worker.device import apply_torch_threads
 from worker.fault_injection import maybe_delay
+from worker.fetch_threads import fetch_threads
 from worker.protocol import (
     EMBED_TASK,
     PING_TASK,
@@ -91,22 +91,6 @@ class _Fetched:
     gathered: Gathered | None = None
 
 
-# Threads of this process that wait for the handoff and read the window's vectors while the
-# query encodes: both are I/O, and the encoders (ONNX Runtime, torch) release the GIL. Made
-# in the process that uses it (a prefork child), never inherited through a fork; one per
-# rerank in flight (a threads pool runs several at once), started only when needed.
-_FETCH_THREADS = 64
-_fetch_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _fetch_threads() -> ThreadPoolExecutor:
-    global _fetch_pool
-    if _fetch_pool is None or _fetch_pool[0] != os.getpid():
-        _fetch_pool = (os.getpid(), ThreadPoolExecutor(_FETCH_THREADS,
-                                                       thread_name_prefix="rerank-fetch"))
-    return _fetch_pool[1]
-
-
 def _fetch(client: Any, cache: ServiceCache, request: RerankRequest) -> _Fetched:
     """Wait for the handoff, then one mget: the held candidates' versions and the missing
     ones' vectors (never a reload)."""
@@ -131,7 +115,7 @@ def _rerank(task: Task, request: RerankRequest) -> RerankAnswer:
     t0 = time.perf_counter()
     # Encoded before the index is known, by the default language's model.
     prepared_by = cache.model(request.model)
-    fetching = _fetch_threads().submit(_fetch, task.app.backend.client, cache, request)
+    fetching = fetch_threads().submit(_fetch, task.app.backend.client, cache, request)
     prepared = prepared_by.prepare_query(request.query)
     t1 = time.perf_counter()
     fetched = fetching.result()  # raises what the fetch raised (deadline, called off, ...)

@@ -109,6 +109,29 @@ def test_paraformer_head_shapes_and_weights():
         torch.testing.assert_close(batched[i], head(q3[i], s3[i], mask)[0])
 
 
+def test_paraformer_head_inference_equals_the_concatenated_mlp():
+    # Eval scores through the factorised first layer; training (and this reference) build
+    # the [..., N, 4d] features. Dropout is off in both, so only float rounding may differ.
+    torch.manual_seed(0)
+    head = ParaformerHead(8, hidden=16).eval()
+    for linear in (head.mlp[1], head.mlp[4]):  # away from the near-zero initial weights
+        torch.nn.init.normal_(linear.weight)
+        torch.nn.init.normal_(linear.bias)
+    for query, sentences in ((torch.randn(8), torch.randn(6, 3, 8)),
+                             (torch.randn(2, 8), torch.randn(2, 6, 3, 8))):
+        mask = torch.ones(sentences.shape[:-1], dtype=torch.bool)
+        mask[..., 0, 1:] = False
+        scores, weights = head(query, sentences, mask)
+        attended = (weights.unsqueeze(-1) * sentences).sum(dim=-2)
+        q = query.unsqueeze(-2).expand_as(attended)
+        features = torch.cat([q, attended, q * attended, (q - attended).abs()], dim=-1)
+        reference = head.mlp(features).squeeze(-1)
+        assert scores.shape == reference.shape
+        torch.testing.assert_close(scores, reference, rtol=1e-5, atol=1e-5)
+        assert head.train()(query, sentences, mask)[0].shape == scores.shape
+        head.eval()
+
+
 def test_paraformer_head_padding_is_ignored():
     torch.manual_seed(0)
     head = ParaformerHead(8, hidden=16).eval()
