@@ -141,8 +141,8 @@ class ParaformerHead(nn.Module):
         Args:
             query: [..., d]; attended: [..., N, d]. Returns the scores [..., N].
         """
-        first, activation, out = self.mlp[1], self.mlp[2], self.mlp[4]
-        assert isinstance(first, nn.Linear) and isinstance(out, nn.Linear)
+        first, activation, out = (cast(nn.Linear, self.mlp[1]), self.mlp[2],
+                                  cast(nn.Linear, self.mlp[4]))
         w_q, w_a, w_m, w_d = first.weight.split(self.dim, dim=1)  # [hidden, d] each
         query_term = query @ w_q.T + first.bias  # [..., hidden]
         candidate_weight = w_a + w_m * query.unsqueeze(-2)  # [..., hidden, d]
