@@ -5,7 +5,8 @@ measures the candidates that were tried to bring the query encode below 0.4x tor
 one thread (issue 17) and not served, so the choice can be re-made on other hardware:
 
 - ``torch``: the reference, fp32;
-- ``onnx``, ``onnx-int8``: the served ONNX Runtime variants (:mod:`reranker.onnx_encoder`);
+- ``onnx``, ``onnx-int8``, ``onnx-int8-smooth``: the served ONNX Runtime variants
+  (:mod:`reranker.onnx_encoder`; the last is int8 after SmoothQuant's smoothing);
 - ``onnx-int8-ffn``: dynamic int8 of the feed-forward MatMuls only (two thirds of the
   arithmetic); attention and its output projection stay fp32;
 - ``onnx-int8-7bit``, ``onnx-int8-u8u8``: dynamic int8 of every MatMul as ``onnx-int8``, with
@@ -65,8 +66,8 @@ from reranker.onnx_encoder import (
 )
 from reranker.registry import checkpoint_path
 
-CANDIDATES = ("torch", "onnx", "onnx-int8", "onnx-int8-ffn", "onnx-int8-7bit", "onnx-int8-u8u8",
-              "onnx-int8-weights", "openvino", "openvino-int8")
+CANDIDATES = ("torch", "onnx", "onnx-int8", "onnx-int8-smooth", "onnx-int8-ffn", "onnx-int8-7bit",
+              "onnx-int8-u8u8", "onnx-int8-weights", "openvino", "openvino-int8")
 BATCH = 16
 CALIBRATION_TEXTS = 300
 
@@ -248,6 +249,8 @@ def run(queries: int = 150, model: str = "default", index: str | None = None,
         builders: dict[str, Callable[[], torch.nn.Module]] = {
             "onnx": lambda: OnnxTransformerBody(served("onnx"), config, threads=1),
             "onnx-int8": lambda: OnnxTransformerBody(served("onnx-int8"), config, threads=1),
+            "onnx-int8-smooth": lambda: OnnxTransformerBody(served("onnx-int8-smooth"), config,
+                                                            threads=1),
             "onnx-int8-ffn": lambda: OnnxTransformerBody(
                 quantized("int8-ffn", _dynamic_int8(ffn_only=True)), config, threads=1),
             "onnx-int8-7bit": lambda: OnnxTransformerBody(

@@ -39,7 +39,10 @@ from typing import Any
 
 from bench.loadgen import latency_stats, run_batch, search_requests
 from bench.services import Services, query_texts
+from indexer.article_vectors import index_language
 from lexrerank.config import get_settings
+from lexrerank.opensearch_client import opensearch_client
+from reranker.model_names import backend_for
 
 CONCURRENCY = (1, 4, 16, 32)
 
@@ -68,7 +71,10 @@ def run(concurrency: tuple[int, ...] = CONCURRENCY, queries: int = 200, window: 
     index = index or settings.index
     texts = query_texts(queries)
     deadline = timeout_ms or settings.rerank_timeout_ms
-    served = settings.encoder_backend
+    # ``auto`` named by what it serves on this index's language, so a compared backend that
+    # is the same variant is not run twice.
+    served = backend_for(settings.encoder_backend,
+                         [index_language(opensearch_client(settings), index)])
     others = [b for b in dict.fromkeys(encoder_backends) if b != served]
     result: dict[str, Any] = {"suite": "load", "model": model, "index": index,
                               "window": window, "requests_per_phase": len(texts),

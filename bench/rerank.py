@@ -129,6 +129,9 @@ def run(window: int = 100, queries: int = 200, reference_queries: int = 10,
         "queries": len(windows),
         **_stats("rerank", rerank_ms),
         "encoder_backend": settings.encoder_backend,
+        # What it serves for this model (``auto`` chooses by the checkpoint's language).
+        "encoder_variants": sorted({str(getattr(m, "encoder_backend", "torch"))
+                                    for m in encoders}),
         **_stats("encode", encode_ms),
         "encode_ms_p50_torch_fp32": round(percentile(torch_encode_ms, 50), 3),
         "encode_ms_p95_torch_fp32": round(percentile(torch_encode_ms, 95), 3),

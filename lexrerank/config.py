@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lexrerank.errors import LexrerankError
-from reranker.model_names import ENCODER_BACKENDS
+from reranker.model_names import AUTO_BACKEND, ENCODER_BACKENDS
 
 LOCAL_OPENSEARCH_URL = "http://127.0.0.1:9200"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -192,14 +192,16 @@ class Settings:
     encoder: str | None = setting(
         "LEXRERANK_ENCODER", None, "a SentenceTransformer directory for new Paraformer models",
         shown_default="all-MiniLM-L6-v2 (packaged)")
-    # `onnx` by default: it encodes a query in about 0.6-0.7x torch's time on CPU and scored
-    # the same F2 as torch in every English COLIEE year (README, "CPU encoder backends").
+    # `auto` by default: each checkpoint's language serves the fastest CPU variant that kept
+    # torch's F2 there (README, "CPU encoder backends").
     encoder_backend: str = setting(
-        "LEXRERANK_ENCODER_BACKEND", "onnx",
-        "runtime of the encoder: `onnx` (ONNX Runtime fp32, CPU), `onnx-int8` (CPU) or "
-        "`torch` (fp32 on CPU, fp16 on CUDA: set it on GPU workers and on the indexers that "
-        "embed for them); part of the model version, so indexers and workers must agree",
-        choices=ENCODER_BACKENDS)
+        "LEXRERANK_ENCODER_BACKEND", AUTO_BACKEND,
+        "runtime of the encoder: `auto` (per model language: `onnx-int8-smooth` for English, "
+        "`onnx` otherwise), `onnx` (ONNX Runtime fp32, CPU), `onnx-int8-smooth` or "
+        "`onnx-int8` (int8, CPU) or `torch` (fp32 on CPU, fp16 on CUDA: set it on GPU "
+        "workers and on the indexers that embed for them); part of the model version, so "
+        "indexers and workers must agree",
+        choices=(AUTO_BACKEND, *ENCODER_BACKENDS))
     language: str = setting(
         "LEXRERANK_LANGUAGE", "en",
         "the language whose model encodes a query before its index is known (the gateway "

@@ -44,6 +44,7 @@ from reranker.encoder import encoder_fingerprint, load_encoder, resolve_encoder_
 from reranker.ensemble import Ensemble
 from reranker.errors import LanguageMismatch, LexrerankError
 from reranker.fusion import WeightedFusion
+from reranker.model_names import backend_for
 from reranker.paraformer import Paraformer, ParaformerHead
 from reranker.word_vocab import WordVocab
 
@@ -265,23 +266,26 @@ def load_reranker(
         cache_dir: the cache root that encoders built on first use live under (the
             multilingual encoder, a fine-tuned encoder shipped as a delta): see
             :func:`reranker.encoder.resolve_encoder_path`; ONNX exports are kept there too.
-        backend: the encoder runtime (:data:`reranker.model_names.ENCODER_BACKENDS`): a
-            variant other than ``torch`` is exported on first use and changes the model
-            version (:func:`reranker.onnx_encoder.serve_with_backend`). It runs on CPU: a
-            CUDA ``device`` is overridden (with a warning), so that a GPU worker computes
-            the same version as the CPU indexers; GPU deployments choose ``torch``.
+        backend: the encoder runtime (:data:`reranker.model_names.ENCODER_BACKENDS`, or
+            ``auto``: the checkpoint's languages choose, :func:`reranker.model_names.
+            backend_for`): a variant other than ``torch`` is exported on first use and
+            changes the model version (:func:`reranker.onnx_encoder.serve_with_backend`). It
+            runs on CPU: a CUDA ``device`` is overridden (with a warning), so that a GPU
+            worker computes the same version as the CPU indexers; GPU deployments choose
+            ``torch``.
     Raises:
         LexrerankError: not a checkpoint, unknown kind, weights modified (sha256 mismatch),
             or an encoder whose fingerprint differs from the one the model was trained with.
     """
     ckpt = Path(path).expanduser()
+    config = read_config(ckpt)
+    backend = backend_for(backend, config.get("languages"))
     if backend != "torch" and (device is None or torch.device(device).type != "cpu"):
         if device is not None or torch.cuda.is_available():
             log.warning("encoder backend %s runs on CPU: %s loads on CPU, not %s (set "
                         "LEXRERANK_ENCODER_BACKEND=torch on GPU workers and their indexers)",
                         backend, ckpt, device or "cuda")
         device = "cpu"
-    config = read_config(ckpt)
     kind = config.get("kind")
     if kind not in RERANKER_KINDS:
         raise LexrerankError(
@@ -328,8 +332,10 @@ def served_model_version(config: dict, backend: str) -> str:
     """The model version a checkpoint's ``config`` has when served on encoder ``backend``,
     without loading it (a reindex job records what its embed workers will write).
 
-    ``torch`` and models without an encoder (Attentive CNN) keep the recorded version.
+    ``torch`` and models without an encoder (Attentive CNN) keep the recorded version;
+    ``auto`` is the backend the config's languages choose.
     """
+    backend = backend_for(backend, config.get("languages"))
     version = str(config["model_version"])
     if backend == "torch" or config.get("kind") not in ("paraformer", "dense"):
         return version

@@ -12,6 +12,13 @@ Variants (:data:`ENCODER_BACKENDS`; ``LEXRERANK_ENCODER_BACKEND``):
 - ``onnx``: fp32, graph fused by ONNX Runtime's transformer optimizer (attention, GELU,
   layer norm).
 - ``onnx-int8``: the fused graph with dynamic int8 quantisation of the weights (per channel).
+- ``onnx-int8-smooth``: ``onnx-int8`` after SmoothQuant's per-channel smoothing of every
+  quantised input (:mod:`reranker.onnx_smoothing`), its ranges measured on the packaged
+  calibration texts (``onnx_calibration.txt``: invented statute-like sentences and questions
+  in English, Japanese and Vietnamese, never COLIEE's or ALQAC's).
+
+``auto``, the setting's default, is not a variant: :func:`reranker.checkpoint.load_reranker`
+maps it to one per checkpoint language (:func:`reranker.model_names.backend_for`).
 
 Why not sentence-transformers' own ``backend="onnx"``: it goes through ``optimum-onnx``, whose
 release pins transformers < 4.58, while this project runs transformers 5 (pip downgrades
@@ -50,15 +57,20 @@ from reranker.model_names import ENCODER_BACKENDS
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["OnnxTransformerBody", "export_graph", "export_onnx", "graph_inputs",
-           "serve_with_backend", "served_fingerprint", "to_onnx_backend", "transformer_config",
-           "variant_id"]
+__all__ = ["OnnxTransformerBody", "calibration_texts", "export_graph", "export_onnx",
+           "graph_inputs", "serve_with_backend", "served_fingerprint", "to_onnx_backend",
+           "transformer_config", "variant_id"]
 
 MODEL_FILE = "model.onnx"
 EXPORT_RECORD = "export.json"
 # Bumped when the export recipe changes: a new recipe is a new graph, hence a new version.
 EXPORT_RECIPE = 1
 _OPSET = 17
+SMOOTHED_INT8 = "onnx-int8-smooth"
+#: SmoothQuant's migration strength for ``onnx-int8-smooth`` (README, "CPU encoder backends":
+#: chosen by the query embeddings' cosine to torch fp32 on COLIEE's earliest training years).
+SMOOTHING_ALPHA = 0.7
+CALIBRATION_FILE = Path(__file__).with_name("onnx_calibration.txt")
 
 _export_lock = threading.Lock()
 
@@ -139,6 +151,37 @@ def _quantize(src: Path, dst: Path) -> None:
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
+def calibration_texts() -> list[str]:
+    """The packaged calibration texts of ``onnx-int8-smooth``, one per line."""
+    lines = CALIBRATION_FILE.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def _smoothing_digest() -> str:
+    """What the smoothed graph depends on besides the weights: alpha and the texts."""
+    return hashlib.sha256(f"{SMOOTHING_ALPHA}|".encode() + CALIBRATION_FILE.read_bytes()
+                          ).hexdigest()[:8]
+
+
+def _smooth(path: Path, encoder: SentenceTransformer, names: list[str]) -> None:
+    """SmoothQuant in place on the fused fp32 graph at ``path``, its activation ranges
+    measured on :func:`calibration_texts` (each text alone, truncated as the encoder does)."""
+    import onnx
+
+    from reranker.onnx_smoothing import activation_ranges, smooth
+
+    graph = onnx.load(str(path))
+
+    def feeds() -> Any:
+        for text in calibration_texts():
+            encoded = encoder.tokenizer([text], truncation=True,
+                                        max_length=encoder.max_seq_length, return_tensors="pt")
+            yield graph_inputs(names, encoded["input_ids"], encoded["attention_mask"],
+                               encoded.get("token_type_ids"))
+
+    onnx.save(smooth(graph, activation_ranges(graph, feeds()), SMOOTHING_ALPHA), str(path))
+
+
 def transformer_config(encoder: SentenceTransformer) -> Any:
     """The Hugging Face config of the encoder's transformer (heads, hidden size)."""
     return getattr(encoder[0].model, "config")  # noqa: B009 (typed as Tensor | Module)
@@ -161,7 +204,7 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
         encoder_dir: the directory it was loaded from.
         fingerprint: :func:`reranker.encoder.encoder_fingerprint` of that directory; the cache
             key, so a changed encoder is exported again.
-        backend: ``onnx`` or ``onnx-int8``.
+        backend: ``onnx``, ``onnx-int8`` or ``onnx-int8-smooth``.
         cache_dir: the cache root (``<cache_dir>/encoders/onnx/<fingerprint>-<variant>``);
             None is refused (:func:`reranker.encoder.encoder_cache_dir`).
 
@@ -187,7 +230,9 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
             fp32 = tmp / "fp32.onnx"
             names = export_graph(encoder, Path(encoder_dir), fp32)
             _fuse(fp32, transformer_config(encoder))
-            if backend == "onnx-int8":
+            if backend == SMOOTHED_INT8:
+                _smooth(fp32, encoder, names)
+            if backend in ("onnx-int8", SMOOTHED_INT8):
                 _quantize(fp32, tmp / MODEL_FILE)
                 fp32.unlink()
             else:
@@ -195,6 +240,10 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
             record = {"backend": backend, "recipe": EXPORT_RECIPE, "encoder": fingerprint,
                       "inputs": names, "sha256": _sha256(tmp / MODEL_FILE),
                       "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+            if backend == SMOOTHED_INT8:
+                record["smoothing"] = {"alpha": SMOOTHING_ALPHA,
+                                       "calibration_texts": len(calibration_texts()),
+                                       "digest": _smoothing_digest()}
             (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
             try:
                 tmp.rename(out)
@@ -212,7 +261,8 @@ def export_onnx(encoder: SentenceTransformer, encoder_dir: str | os.PathLike,
 
 
 def variant_id(backend: str) -> str:
-    """``<backend>:r<recipe>:ort<major.minor>``, what model versions mix in for ``backend``.
+    """``<backend>:r<recipe>:ort<major.minor>``, what model versions mix in for ``backend``
+    (``onnx-int8-smooth`` adds ``:sq<digest>`` of its alpha and calibration texts).
 
     It names the recipe and the ONNX Runtime release that exports and runs the graph, not the
     graph's bytes (``export.json`` keeps their sha256): like the torch fingerprint, which
@@ -223,7 +273,8 @@ def variant_id(backend: str) -> str:
 
     _check_backend(backend)
     release = ".".join(onnxruntime.__version__.split(".")[:2])
-    return f"{backend}:r{EXPORT_RECIPE}:ort{release}"
+    smoothing = f":sq{_smoothing_digest()}" if backend == SMOOTHED_INT8 else ""
+    return f"{backend}:r{EXPORT_RECIPE}:ort{release}{smoothing}"
 
 
 def graph_inputs(names: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor,
