@@ -134,9 +134,9 @@ def smooth(model: onnx.ModelProto, ranges: Mapping[str, np.ndarray], alpha: floa
             nodes.append(onnx.helper.make_node("Mul", [node.input[0], inverse],
                                                [smoothed_input], name=f"{node.name}/smooth"))
             node.input[0], node.input[1] = smoothed_input, smoothed_weight
-        kept = onnx.NodeProto()
-        kept.CopyFrom(node)  # owned by the list, not by the field cleared below
-        nodes.append(kept)
+        copied = onnx.NodeProto()
+        copied.CopyFrom(node)  # owned by the list, not by the field cleared below
+        nodes.append(copied)
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in graph.node for name in node.input}
